@@ -1,0 +1,38 @@
+# llm-usage-exporter — run it, test it.
+#   make run        exporter + embedded simulator on http://127.0.0.1:9477/metrics
+#   make test       the whole suite (unit, promtool, real Prometheus integration); < 10 min
+#   make test-slow  long fuzz / soak / load tests
+#   make bench      benchmarks, side by side with a prometheus-client baseline
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: venv run test test-slow bench dashboards rules lint stack clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+run: venv
+	$(PY) -m exporter --web.listen-address=127.0.0.1:9477 --simulator.enabled=true --storage.path=./data/llm-exporter.db
+
+test: venv
+	$(PY) -m pytest -q
+
+test-slow: venv
+	$(PY) -m pytest -q -m slow
+
+dashboards: venv
+	$(PY) grafana/generate_dashboards.py
+
+rules: venv
+	$(PY) prometheus/generate_rules.py
+
+clean:
+	rm -rf $(VENV) data .pytest_cache

@@ -1,0 +1,336 @@
+"""HTTP app: ingest API, read API, health and /metrics, built by :func:`create_app`.
+
+Every request-level failure maps to a 4xx that says what to fix (or 503 when the store cannot take
+the write); per-event problems never fail the request (partial success). The fuzz tests hold the
+line that nothing a client sends produces a 5xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
+
+import orjson
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .aggregate import Aggregator
+from .config import Config
+from .exposition import UsageCollector
+from .pricing import PriceTable, load_price_table
+from .store import Changes, StateStore, StoreUnavailable
+from .telemetry import Telemetry
+
+log = logging.getLogger("exporter")
+
+JSON_TYPES = ("application/json",)
+NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines")
+CUSTOMER_SORT_KEYS = ("cost_usd", "events", "input_tokens", "output_tokens", "errors", "latest_timestamp", "customer")
+
+
+class HTTPProblem(Exception):
+    """A request-level refusal: status, rejection reason for the self-metric, message for the client."""
+
+    def __init__(self, status: int, reason: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.reason, self.message, self.headers = status, reason, message, headers
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json", headers=headers)
+
+
+def _problem(exc: HTTPProblem) -> Response:
+    return _json({"error": exc.message}, exc.status, exc.headers)
+
+
+class TokenAuth:
+    """Bearer tokens → tenant. Stored as SHA-256 digests and compared with ``hmac.compare_digest``
+    against *every* known token, so timing reveals neither which token nor how much of it matched."""
+
+    def __init__(self, config: Config) -> None:
+        self.required = config.auth_required
+        self.digests = [(hashlib.sha256(token.encode()).digest(), name)
+                        for name, tenant in config.tenants.items() for token in tenant.tokens]
+
+    def tenant_for(self, request: Request) -> str | None:
+        """The caller's tenant, or None when auth is off; raises 401 for anything else."""
+        if not self.required:
+            return None
+        if "access_token" in request.query_params or "token" in request.query_params:
+            raise HTTPProblem(401, "unauthenticated", "tokens in the query string are refused (they end up in "
+                                                      "logs); send Authorization: Bearer <token>")
+        if not self.digests:
+            raise HTTPProblem(401, "unauthenticated", "authentication is required (not listening on loopback) but "
+                                                      "no tenant tokens are configured; configure tenants or set "
+                                                      "--auth.mode=off on a trusted network")
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise HTTPProblem(401, "unauthenticated", "missing or malformed Authorization: Bearer <token> header",
+                              {"WWW-Authenticate": 'Bearer realm="llm-usage-exporter"'})
+        presented = hashlib.sha256(token.strip().encode()).digest()
+        found = None
+        for digest, tenant in self.digests:
+            if hmac.compare_digest(presented, digest):
+                found = tenant
+        if found is None:
+            raise HTTPProblem(401, "unauthenticated", "unknown token",
+                              {"WWW-Authenticate": 'Bearer realm="llm-usage-exporter", error="invalid_token"'})
+        return found
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing with 413 as soon as it exceeds ``limit`` (never buffered past it)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPProblem(413, "too_large", f"body of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPProblem(413, "too_large", f"body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _loads(data: bytes) -> Any:
+    """orjson for speed; the stdlib parser as a fallback for valid JSON orjson refuses (integers past
+    64 bits), and NaN/Infinity refused by both so they never reach a counter."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        def refuse(name: str) -> Any:
+            raise ValueError(f"{name} is not valid JSON")
+        return json.loads(data, parse_constant=refuse)
+
+
+def parse_events(body: bytes, content_type: str, max_events: int) -> list[Any]:
+    """Decode a JSON ``{"events": [...]}`` or NDJSON body into raw event objects (400/413/415)."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media not in JSON_TYPES and media not in NDJSON_TYPES:
+        raise HTTPProblem(415, "unsupported_media_type",
+                          "Content-Type must be application/json or application/x-ndjson")
+    try:
+        if media in JSON_TYPES:
+            document = _loads(body)
+            if not isinstance(document, dict) or not isinstance(document.get("events"), list):
+                raise HTTPProblem(400, "bad_request", 'body must be a JSON object {"events": [ ... ]}')
+            events = document["events"]
+        else:
+            lines = [line for line in body.split(b"\n") if line.strip()]
+            if len(lines) > max_events:
+                raise HTTPProblem(413, "too_large", f"{len(lines)} events exceed the batch limit of {max_events}")
+            events = []
+            for number, line in enumerate(lines, 1):
+                try:
+                    events.append(_loads(line))
+                except (ValueError, RecursionError) as exc:
+                    raise HTTPProblem(400, "bad_request", f"line {number} is not valid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        raise HTTPProblem(400, "bad_request", f"body is not valid JSON: {exc}") from None
+    if len(events) > max_events:
+        raise HTTPProblem(413, "too_large", f"{len(events)} events exceed the batch limit of {max_events}")
+    return events
+
+
+def _tenants_in(events: list[Any]) -> set[str]:
+    return {e["tenant"] for e in events if isinstance(e, dict) and isinstance(e.get("tenant"), str)}
+
+
+class MetricsMiddleware:
+    """Counts requests by route *template* (never the raw path, which clients control)."""
+
+    def __init__(self, app: ASGIApp, telemetry: Telemetry) -> None:
+        self.app = app
+        self.telemetry = telemetry
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        start = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        self.telemetry.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self.telemetry.in_flight.dec()
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope["method"] if scope["method"] in ("GET", "POST", "HEAD", "PUT", "DELETE") else "other"
+            self.telemetry.http_requests.labels(template, method, str(status)).inc()
+            self.telemetry.http_duration.labels(template, method).observe(time.perf_counter() - start)
+
+
+@dataclass
+class Exporter:
+    """Everything one app instance owns; tests build as many as they like."""
+
+    config: Config
+    registry: CollectorRegistry
+    telemetry: Telemetry
+    prices: PriceTable
+    store: StateStore
+    aggregator: Aggregator
+    auth: TokenAuth
+
+
+def build_exporter(config: Config, registry: CollectorRegistry | None = None,
+                   prices: PriceTable | None = None) -> Exporter:
+    registry = registry or CollectorRegistry(auto_describe=False)
+    telemetry = Telemetry(registry)
+    prices = prices or load_price_table(config.pricing_file)
+    store = StateStore(config.storage_path, config.storage_sync)
+    aggregator = Aggregator(config, prices, store, telemetry)
+    registry.register(UsageCollector(aggregator))
+    for name, tenant in config.tenants.items():
+        if tenant.budget_usd_per_day is not None:
+            telemetry.budget.labels(name).set(tenant.budget_usd_per_day)
+    return Exporter(config, registry, telemetry, prices, store, aggregator, TokenAuth(config))
+
+
+def create_app(config: Config, registry: CollectorRegistry | None = None, prices: PriceTable | None = None,
+               exporter: Exporter | None = None) -> Starlette:
+    """The ASGI app. The state store is opened and the simulator started in the lifespan."""
+    ex = exporter or build_exporter(config, registry, prices)
+
+    async def post_events(request: Request) -> Response:
+        try:
+            tenant = ex.auth.tenant_for(request)
+            body = await read_body(request, config.web_max_body_bytes)
+            events = parse_events(body, request.headers.get("content-type", ""), config.web_max_batch_events)
+            if tenant is not None:
+                foreign = _tenants_in(events) - {tenant}
+                if foreign:
+                    raise HTTPProblem(403, "forbidden", f"token of tenant {tenant!r} cannot write tenant(s) "
+                                                        f"{sorted(foreign)[:5]}")
+            if not ex.store.healthy and not _store_recovers(ex):
+                raise HTTPProblem(503, "store_unavailable", ex.store.last_error or "state store unavailable",
+                                  {"Retry-After": "5"})
+            try:
+                result = ex.aggregator.ingest(events, "api")
+            except StoreUnavailable as exc:
+                raise HTTPProblem(503, "store_unavailable", f"{exc}; nothing from this request was counted",
+                                  {"Retry-After": "5"}) from None
+        except HTTPProblem as exc:
+            ex.telemetry.rejections.labels(exc.reason).inc()
+            return _problem(exc)
+        except ClientDisconnect:
+            return Response(status_code=400)
+        return _json(result.as_dict())
+
+    def _scoped_tenant(request: Request) -> str:
+        tenant = request.path_params["tenant"]
+        caller = ex.auth.tenant_for(request)
+        if caller is not None and caller != tenant:
+            raise HTTPProblem(403, "forbidden", f"token of tenant {caller!r} cannot read tenant {tenant!r}")
+        return tenant
+
+    def _limit(request: Request, default: int, maximum: int) -> int:
+        raw = request.query_params.get("limit", str(default))
+        if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+            raise HTTPProblem(400, "bad_request", f"limit must be an integer from 1 to {maximum}")
+        return int(raw)
+
+    async def get_customers(request: Request) -> Response:
+        try:
+            tenant = _scoped_tenant(request)
+            sort = request.query_params.get("sort", "cost_usd")
+            if sort not in CUSTOMER_SORT_KEYS:
+                raise HTTPProblem(400, "bad_request", f"sort must be one of {', '.join(CUSTOMER_SORT_KEYS)}")
+            order = request.query_params.get("order", "desc")
+            if order not in ("asc", "desc"):
+                raise HTTPProblem(400, "bad_request", "order must be asc or desc")
+            limit = _limit(request, 100, 10_000)
+        except HTTPProblem as exc:
+            return _problem(exc)
+        rows = ex.aggregator.customer_rows(tenant, sort, order == "desc", limit)
+        return _json({"tenant": tenant, "customers": rows})
+
+    async def get_errors(request: Request) -> Response:
+        try:
+            tenant = _scoped_tenant(request)
+            limit = _limit(request, 10, config.errors_ring_size)
+        except HTTPProblem as exc:
+            return _problem(exc)
+        return _json({"tenant": tenant, "errors": ex.aggregator.errors_of(tenant, limit)})
+
+    async def metrics(request: Request) -> Response:
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        data = await asyncio.get_running_loop().run_in_executor(None, encoder, ex.registry)
+        return Response(data, media_type=content_type)
+
+    async def healthz(request: Request) -> Response:
+        return _json({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        if ex.store.healthy or _store_recovers(ex):
+            return _json({"status": "ready"})
+        return _json({"status": "not ready", "reason": ex.store.last_error}, 503)
+
+    async def index(request: Request) -> Response:
+        return _json({"name": "llm-usage-exporter", "metrics": "/metrics", "ingest": "POST /v1/events",
+                      "customers": "/v1/tenants/{tenant}/customers", "errors": "/v1/tenants/{tenant}/errors",
+                      "health": ["/healthz", "/readyz"]})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        ex.aggregator.load()
+        task = None
+        if config.simulator_enabled:
+            from .simulator import run_live_simulator
+
+            task = asyncio.create_task(run_live_simulator(ex.aggregator, config))
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            ex.store.close()
+
+    routes = [
+        Route("/", index),
+        Route("/v1/events", post_events, methods=["POST"]),
+        Route("/v1/tenants/{tenant}/customers", get_customers),
+        Route("/v1/tenants/{tenant}/errors", get_errors),
+        Route("/metrics", metrics),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.exporter = ex
+    app.add_middleware(MetricsMiddleware, telemetry=ex.telemetry)
+    return app
+
+
+def _store_recovers(ex: Exporter) -> bool:
+    """Probe an unhealthy store with an empty transaction so /readyz and writes recover by themselves."""
+    try:
+        ex.store.commit(Changes())
+    except StoreUnavailable:
+        return False
+    ex.telemetry.store_up.set(1)
+    return True
+

@@ -1,0 +1,252 @@
+"""The usage event: parse a client's JSON object into an :class:`Event` or a list of field errors.
+
+Validation is strict about what would corrupt money or counters (negative or fractional tokens,
+cache tokens larger than the input they are part of, NaN) and lenient about what does not
+(unknown fields are ignored). Every problem is reported with its field name, so a client can fix a
+whole batch from one response.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Mapping
+
+OPERATIONS = frozenset({"chat", "text_completion", "embeddings", "agent_run", "tool_call"})
+KNOWN_ERROR_TYPES = frozenset({"timeout", "rate_limited", "server_error", "invalid_request", "content_filter", "auth"})
+OTHER_ERROR_TYPE = "_OTHER"
+MAX_ID_LENGTH = 128
+MAX_ERROR_MESSAGE = 200
+MAX_TOKENS = 10**10  # far above any context window; keeps one typo from dwarfing a month of counters
+MAX_COST_USD = 10**6
+MAX_DURATION_MS = 7 * 86400 * 1000.0
+MAX_CALLS = 10**6
+
+
+@dataclass(slots=True)
+class Event:
+    """A validated event; durations in seconds, tokens as ints, cost None until priced."""
+
+    id: str
+    timestamp: float
+    tenant: str
+    customer: str
+    model: str
+    provider: str | None
+    operation: str
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
+    cost_usd: float | None
+    duration_s: float
+    ttft_s: float | None
+    status: str
+    error_type: str | None
+    error_message: str | None
+    llm_calls: int
+    tool_calls: int
+    sku: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    field: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What the validator needs to know about time and sizes; built once from the config."""
+
+    max_age_s: float = 24 * 3600.0
+    max_future_s: float = 300.0
+    max_label_length: int = 128
+
+
+def parse_timestamp(value: Any) -> float:
+    """RFC 3339 string (with offset) or Unix seconds → Unix seconds; ``ValueError`` explains why not."""
+    if isinstance(value, bool):
+        raise ValueError("must be an RFC 3339 string or Unix seconds")
+    if isinstance(value, (int, float)):
+        number = float(value)
+        if not math.isfinite(number) or number < 0:
+            raise ValueError("must be a finite, non-negative number of Unix seconds")
+        if number > 1e11:
+            raise ValueError("looks like milliseconds; send Unix seconds")
+        return number
+    if isinstance(value, str):
+        text = value.strip()
+        if not 10 <= len(text) <= 40:
+            raise ValueError("must be an RFC 3339 string such as 2026-11-25T10:00:00Z")
+        try:
+            parsed = datetime.fromisoformat(text.replace("z", "Z"))
+        except ValueError:
+            raise ValueError("must be an RFC 3339 string such as 2026-11-25T10:00:00Z") from None
+        if parsed.tzinfo is None:
+            raise ValueError("RFC 3339 needs a UTC offset, e.g. 2026-11-25T10:00:00Z")
+        return parsed.timestamp()
+    raise ValueError("must be an RFC 3339 string or Unix seconds")
+
+
+class _Reader:
+    """Collects field errors while reading one raw event, so all of them are reported together."""
+
+    __slots__ = ("raw", "errors", "max_label")
+
+    def __init__(self, raw: Mapping[str, Any], max_label: int) -> None:
+        self.raw = raw
+        self.errors: list[FieldError] = []
+        self.max_label = max_label
+
+    def fail(self, name: str, message: str) -> None:
+        self.errors.append(FieldError(name, message))
+
+    def label(self, name: str, required: bool = True, default: str | None = None) -> str | None:
+        value = self.raw.get(name)
+        if value is None:
+            if required:
+                self.fail(name, "is required")
+            return default
+        if not isinstance(value, str) or not value.strip():
+            self.fail(name, "must be a non-empty string")
+            return default
+        if len(value) > self.max_label:
+            self.fail(name, f"must be at most {self.max_label} characters")
+            return default
+        return value
+
+    def count(self, name: str, maximum: int = MAX_TOKENS) -> int | None:
+        """A non-negative integer, or None when absent; ``3.0`` is refused like ``3.5``: tokens are whole."""
+        value = self.raw.get(name)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(name, "must be a non-negative integer")
+            return None
+        if value < 0:
+            self.fail(name, "must be >= 0")
+            return None
+        if value > maximum:
+            self.fail(name, f"must be <= {maximum}")
+            return None
+        return value
+
+    def number(self, name: str, required: bool, maximum: float) -> float | None:
+        value = self.raw.get(name)
+        if value is None:
+            if required:
+                self.fail(name, "is required")
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.fail(name, "must be a number")
+            return None
+        number = float(value) if isinstance(value, float) or abs(value) < 2**63 else math.inf
+        if not math.isfinite(number) or number < 0:
+            self.fail(name, "must be a finite number >= 0")
+            return None
+        if number > maximum:
+            self.fail(name, f"must be <= {maximum:g}")
+            return None
+        return number
+
+    def tokens(self, kind: str) -> int:
+        """``<kind>_tokens``, else ceil(chars / 4) from ``<kind>_chars`` or ``<kind>_text``."""
+        tokens = self.count(f"{kind}_tokens")
+        if tokens is not None or f"{kind}_tokens" in self.raw:
+            return tokens or 0
+        chars = self.count(f"{kind}_chars")
+        if chars is None and f"{kind}_chars" not in self.raw:
+            text = self.raw.get(f"{kind}_text")
+            if text is None:
+                self.fail(f"{kind}_tokens", f"is required (or give {kind}_text / {kind}_chars)")
+                return 0
+            if not isinstance(text, str):
+                self.fail(f"{kind}_text", "must be a string")
+                return 0
+            chars = len(text)
+        return -(-(chars or 0) // 4)
+
+
+def validate_event(raw: Any, now: float, limits: Limits) -> Event | list[FieldError]:
+    """Parse one raw event. Returns the :class:`Event` or every :class:`FieldError` found."""
+    if not isinstance(raw, Mapping):
+        return [FieldError("", "event must be a JSON object")]
+    r = _Reader(raw, limits.max_label_length)
+
+    event_id = raw.get("id")
+    if event_id is None:
+        r.fail("id", "is required")
+    elif not isinstance(event_id, str) or not 1 <= len(event_id) <= MAX_ID_LENGTH:
+        r.fail("id", f"must be a string of 1-{MAX_ID_LENGTH} characters")
+        event_id = None
+
+    timestamp = 0.0
+    if raw.get("timestamp") is None:
+        r.fail("timestamp", "is required")
+    else:
+        try:
+            timestamp = parse_timestamp(raw["timestamp"])
+        except ValueError as exc:
+            r.fail("timestamp", str(exc))
+        else:
+            if timestamp > now + limits.max_future_s:
+                r.fail("timestamp", f"is more than {limits.max_future_s:g} s in the future")
+            elif timestamp < now - limits.max_age_s:
+                r.fail("timestamp", f"is older than the {limits.max_age_s / 3600:g} h ingest window; "
+                                    "load history with `llm-usage-exporter backfill` instead")
+
+    tenant = r.label("tenant")
+    customer = r.label("customer")
+    model = r.label("model")
+    provider = r.label("provider", required=False)
+    operation = raw.get("operation", "chat")
+    if operation not in OPERATIONS:
+        r.fail("operation", f"must be one of {', '.join(sorted(OPERATIONS))}")
+
+    input_tokens = r.tokens("input")
+    output_tokens = r.tokens("output")
+    cache_read = r.count("cache_read_tokens") or 0
+    cache_write = r.count("cache_write_tokens") or 0
+    reasoning = r.count("reasoning_tokens") or 0
+    if cache_read + cache_write > input_tokens:
+        r.fail("cache_read_tokens", "cache_read_tokens + cache_write_tokens are part of input_tokens "
+                                    "and cannot exceed it")
+    if reasoning > output_tokens:
+        r.fail("reasoning_tokens", "reasoning_tokens are part of output_tokens and cannot exceed it")
+
+    cost = r.number("cost_usd", required=False, maximum=MAX_COST_USD)
+    duration_ms = r.number("duration_ms", required=True, maximum=MAX_DURATION_MS)
+    ttft_ms = r.number("ttft_ms", required=False, maximum=MAX_DURATION_MS)
+    if ttft_ms is not None and duration_ms is not None and ttft_ms > duration_ms:
+        r.fail("ttft_ms", "time to first token cannot exceed duration_ms")
+
+    status = raw.get("status")
+    error_type = None
+    if status not in ("ok", "error"):
+        r.fail("status", 'must be "ok" or "error"')
+    elif status == "error":
+        error_type = r.label("error_type")
+        if error_type is not None and error_type not in KNOWN_ERROR_TYPES:
+            error_type = OTHER_ERROR_TYPE
+    message = raw.get("error_message")
+    if message is not None and not isinstance(message, str):
+        r.fail("error_message", "must be a string")
+        message = None
+    llm_calls = r.count("llm_calls", MAX_CALLS) or 0
+    tool_calls = r.count("tool_calls", MAX_CALLS) or 0
+    sku = r.label("sku", required=False)
+
+    if r.errors:
+        return r.errors
+    return Event(
+        id=event_id, timestamp=timestamp, tenant=tenant, customer=customer, model=model,  # type: ignore[arg-type]
+        provider=provider, operation=operation, input_tokens=input_tokens, output_tokens=output_tokens,
+        cache_read_tokens=cache_read, cache_write_tokens=cache_write, reasoning_tokens=reasoning,
+        cost_usd=cost, duration_s=duration_ms / 1000.0, ttft_s=None if ttft_ms is None else ttft_ms / 1000.0,  # type: ignore[operator]
+        status=status, error_type=error_type,
+        error_message=message[:MAX_ERROR_MESSAGE] if message else None,
+        llm_calls=llm_calls, tool_calls=tool_calls, sku=sku,
+    )

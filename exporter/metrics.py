@@ -1,0 +1,94 @@
+"""The metric contract in one place: names, types, labels, help and buckets.
+
+Aggregation, exposition, the README table and the tests all read this module, so a rename is one
+edit here and a failing test everywhere a dashboard or rule still uses the old name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def _doubling(start: float, count: int) -> tuple[float, ...]:
+    return tuple(round(start * 2**i, 6) for i in range(count))
+
+
+# OpenTelemetry GenAI semantic-convention buckets, extended to 655 s for long agent runs.
+DURATION_BUCKETS = _doubling(0.01, 17)  # 0.01 … 81.92, 163.84, 327.68, 655.36
+TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
+TOKEN_BUCKETS = tuple(float(4**i) for i in range(14))  # 1 … 67,108,864
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str  # without the _total suffix for counters, as prometheus-client expects
+    kind: str  # counter | gauge | histogram
+    labels: tuple[str, ...]
+    help: str
+    buckets: tuple[float, ...] = ()
+    divisor: float = 1.0  # exposed value = stored value / divisor (cost is kept in integer micro-USD)
+
+    @property
+    def exposed_name(self) -> str:
+        return self.name + "_total" if self.kind == "counter" else self.name
+
+
+REQUESTS = MetricSpec("llm_requests", "counter", ("tenant", "customer", "model", "provider", "operation", "status"),
+                      "LLM requests (and agent runs / tool calls) by outcome.")
+ERRORS = MetricSpec("llm_request_errors", "counter", ("tenant", "model", "provider", "operation", "error_type"),
+                    "Failed LLM requests by error type (unknown types are exported as _OTHER).")
+TOKENS = MetricSpec("llm_tokens", "counter", ("tenant", "customer", "model", "provider", "token_type"),
+                    "Tokens processed; token_type input includes cached tokens, output includes reasoning tokens.")
+TOKEN_DETAILS = MetricSpec("llm_token_details", "counter", ("tenant", "model", "provider", "token_type"),
+                           "Parts of input (cache_read, cache_write) and output (reasoning) tokens; not additional.")
+COST = MetricSpec("llm_cost_usd", "counter", ("tenant", "customer", "model", "provider"),
+                  "Cost in USD from the price table, or the cost_usd the event carried.", divisor=1e6)
+AGENT_RUN_COST = MetricSpec("llm_agent_run_cost_usd", "counter", ("tenant", "model", "status"),
+                            "Cost in USD of agent_run events, by run outcome (cost per run = this / runs).",
+                            divisor=1e6)
+AGENT_CALLS = MetricSpec("llm_agent_calls", "counter", ("tenant", "model", "call_type"),
+                         "LLM and tool calls made inside agent runs.")
+DURATION = MetricSpec("llm_request_duration_seconds", "histogram", ("tenant", "model", "provider", "operation"),
+                      "End-to-end request (or agent run) duration.", DURATION_BUCKETS)
+TTFT = MetricSpec("llm_time_to_first_token_seconds", "histogram", ("tenant", "model", "provider"),
+                  "Time to first token of streamed responses.", TTFT_BUCKETS)
+TPOT = MetricSpec("llm_time_per_output_token_seconds", "histogram", ("tenant", "model", "provider"),
+                  "Time per output token after the first: (duration - ttft) / (output_tokens - 1).", TPOT_BUCKETS)
+REQUEST_TOKENS = MetricSpec("llm_request_tokens", "histogram", ("tenant", "model", "provider", "token_type"),
+                            "Input and output tokens per request.", TOKEN_BUCKETS)
+LAST_EVENT = MetricSpec("llm_last_event_timestamp_seconds", "gauge", ("tenant",),
+                        "Unix time of the newest accepted event per tenant.")
+
+# Usage series: aggregated from events and persisted, so they survive restarts.
+USAGE_METRICS: tuple[MetricSpec, ...] = (REQUESTS, ERRORS, TOKENS, TOKEN_DETAILS, COST, AGENT_RUN_COST, AGENT_CALLS,
+                                         DURATION, TTFT, TPOT, REQUEST_TOKENS, LAST_EVENT)
+USAGE_BY_NAME = {spec.name: spec for spec in USAGE_METRICS}
+
+# Self-metrics: process-lifetime prometheus-client metrics (they reset on restart like any process's).
+BUDGET = MetricSpec("llm_budget_limit_usd", "gauge", ("tenant",), "Configured daily budget per tenant in USD.")
+EVENTS = MetricSpec("llm_exporter_events", "counter", ("source", "result"),
+                    "Events received by source (api, simulator, backfill) and result (accepted, duplicate, rejected).")
+REJECTIONS = MetricSpec("llm_exporter_rejections", "counter", ("reason",),
+                        "Rejections by reason: one per rejected event, or one per request refused as a whole.")
+OVERFLOW = MetricSpec("llm_exporter_overflow", "counter", ("label",),
+                      "Events whose label value was replaced by __other__ because the label hit its cap.")
+UNPRICED = MetricSpec("llm_exporter_unpriced_events", "counter", ("model",),
+                      "Events for models missing from the price table (counted with cost 0).")
+HTTP_REQUESTS = MetricSpec("llm_exporter_http_requests", "counter", ("route", "method", "code"),
+                           "HTTP requests served, by route template.")
+HTTP_DURATION = MetricSpec("llm_exporter_http_request_duration_seconds", "histogram", ("route", "method"),
+                           "HTTP request latency by route template.",
+                           (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+IN_FLIGHT = MetricSpec("llm_exporter_http_requests_in_flight", "gauge", (), "HTTP requests being served.")
+BUILD_INFO = MetricSpec("llm_exporter_build_info", "gauge", ("version", "python_version"), "Always 1; build facts.")
+DEDUPE_ENTRIES = MetricSpec("llm_exporter_dedupe_window_entries", "gauge", (),
+                            "(tenant, id) pairs remembered for idempotency.")
+DEDUPE_EVICTIONS = MetricSpec("llm_exporter_dedupe_evictions", "counter", ("reason",),
+                              "Ids forgotten by the dedupe window: reason=age (normal) or size (window too small: "
+                              "a retry of an evicted id would count twice).")
+STORE_UP = MetricSpec("llm_exporter_store_up", "gauge", (), "1 when the last state-store write succeeded.")
+
+SELF_METRICS: tuple[MetricSpec, ...] = (BUDGET, EVENTS, REJECTIONS, OVERFLOW, UNPRICED, HTTP_REQUESTS, HTTP_DURATION,
+                                        IN_FLIGHT, BUILD_INFO, DEDUPE_ENTRIES, DEDUPE_EVICTIONS, STORE_UP)
+ALL_METRICS = USAGE_METRICS + SELF_METRICS

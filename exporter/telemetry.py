@@ -1,0 +1,45 @@
+"""The exporter's own metrics, as plain prometheus-client objects on the app's registry.
+
+They describe this process (requests served, events rejected), so they reset on restart like any
+process counter; the usage series, which describe the fleet, are persisted instead.
+"""
+
+from __future__ import annotations
+
+import platform
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+from . import __version__
+from . import metrics as m
+
+
+class Telemetry:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        # `_created` series double the self-metrics' series count and confuse users who sum them
+        # (LiteLLM's FAQ warns about exactly this); counters reset on restart are handled by rate().
+        disable_created_metrics()
+        def counter(spec: m.MetricSpec) -> Counter:
+            return Counter(spec.name, spec.help, spec.labels, registry=registry)
+
+        def gauge(spec: m.MetricSpec) -> Gauge:
+            return Gauge(spec.name, spec.help, spec.labels, registry=registry)
+
+        self.budget = gauge(m.BUDGET)
+        self.events = counter(m.EVENTS)
+        self.rejections = counter(m.REJECTIONS)
+        self.overflow = counter(m.OVERFLOW)
+        self.unpriced = counter(m.UNPRICED)
+        self.http_requests = counter(m.HTTP_REQUESTS)
+        self.http_duration = Histogram(m.HTTP_DURATION.name, m.HTTP_DURATION.help, m.HTTP_DURATION.labels,
+                                       buckets=m.HTTP_DURATION.buckets, registry=registry)
+        self.in_flight = gauge(m.IN_FLIGHT)
+        self.build_info = gauge(m.BUILD_INFO)
+        self.build_info.labels(__version__, platform.python_version()).set(1)
+        self.dedupe_entries = gauge(m.DEDUPE_ENTRIES)
+        self.dedupe_evictions = counter(m.DEDUPE_EVICTIONS)
+        self.store_up = gauge(m.STORE_UP)
+        for reason in ("age", "size"):
+            self.dedupe_evictions.labels(reason)
+        for label in ("tenant", "customer", "model", "provider"):
+            self.overflow.labels(label)

@@ -1,0 +1,219 @@
+"""Real parts for integration tests: the exporter as a process, and the real ``prometheus`` binary.
+
+Both listen on free loopback ports and are polled for readiness (never a fixed sleep); both are
+stopped by their context managers even when a test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import httpx
+import orjson
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+RULES_DIR = REPO / "prometheus" / "rules"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1, what: str = "condition") -> Any:
+    """Poll ``check`` until it returns a truthy value; fail the test with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except (httpx.HTTPError, OSError, KeyError, IndexError, ValueError) as exc:
+            last_error = exc
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:g}s waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
+
+
+def require_binary(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"`{name}` is not installed: run `apt-get install -y prometheus prometheus-alertmanager` "
+                    "(.ci/run does this)")
+    return path
+
+
+class ExporterProcess:
+    """``python -m exporter`` on a free loopback port, with its own state file."""
+
+    def __init__(self, workdir: Path, *flags: str, env: dict[str, str] | None = None, port: int | None = None,
+                 storage: Path | str | None = None) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.storage = str(storage or self.workdir / "state.db")
+        self.flags = [f"--web.listen-address=127.0.0.1:{self.port}", f"--storage.path={self.storage}", *flags]
+        self.env = {**os.environ, **(env or {})}
+        self.log_path = self.workdir / f"exporter-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+
+    def start(self) -> "ExporterProcess":
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "exporter", *self.flags], cwd=self.workdir, env=self.env,
+                                     stdout=log, stderr=subprocess.STDOUT)
+        wait_until(self._ready, timeout=30, what=f"exporter on {self.url} to be ready; log: {self.log_path}")
+        return self
+
+    def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            pytest.fail(f"exporter exited with {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
+        return httpx.get(self.url + "/readyz", timeout=1).status_code == 200
+
+    def post(self, events: list[Any], token: str | None = None, **kwargs: Any) -> httpx.Response:
+        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+        return self.client.post("/v1/events", content=orjson.dumps({"events": events}), headers=headers, **kwargs)
+
+    def metrics_text(self) -> str:
+        response = self.client.get("/metrics")
+        response.raise_for_status()
+        return response.text
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def __enter__(self) -> "ExporterProcess":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+        self.client.close()
+
+
+class PrometheusProcess:
+    """The real Prometheus server with a generated config scraping ``targets``."""
+
+    def __init__(self, workdir: Path, targets: Iterable[str], rule_files: Iterable[Path] = (),
+                 scrape_interval: str = "1s", evaluation_interval: str = "1s",
+                 alertmanager: str | None = None, extra_args: Iterable[str] = ()) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config: dict[str, Any] = {
+            "global": {"scrape_interval": scrape_interval, "evaluation_interval": evaluation_interval},
+            "scrape_configs": [{"job_name": "llm-usage-exporter", "static_configs": [{"targets": list(targets)}]}],
+            "rule_files": [str(Path(p).resolve()) for p in rule_files],
+        }
+        if alertmanager:
+            config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
+        self.config_path = self.workdir / "prometheus.yml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.extra_args = list(extra_args)
+        self.log_path = self.workdir / "prometheus.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+
+    def start(self) -> "PrometheusProcess":
+        binary = require_binary("prometheus")
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [binary, f"--config.file={self.config_path}", f"--storage.tsdb.path={self.workdir / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-lifecycle", "--log.level=warn",
+             *self.extra_args],
+            stdout=log, stderr=subprocess.STDOUT)
+        wait_until(self._ready, timeout=60, what=f"prometheus on {self.url}; log: {self.log_path}")
+        return self
+
+    def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            pytest.fail(f"prometheus exited with {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
+        return httpx.get(self.url + "/-/ready", timeout=1).status_code == 200
+
+    def _api(self, path: str, params: dict[str, Any]) -> Any:
+        response = self.client.get(path, params=params)
+        body = response.json()
+        if response.status_code != 200 or body.get("status") != "success":
+            raise AssertionError(f"{path} {params}: HTTP {response.status_code}: {body.get('error', body)}")
+        return body["data"]
+
+    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"query": expr}
+        if at is not None:
+            params["time"] = at
+        return self._api("/api/v1/query", params)["result"]
+
+    def query_range(self, expr: str, start: float, end: float, step: float) -> list[dict[str, Any]]:
+        return self._api("/api/v1/query_range", {"query": expr, "start": start, "end": end, "step": step})["result"]
+
+    def scalar(self, expr: str, at: float | None = None) -> float:
+        """The value of a query that returns exactly one sample."""
+        result = self.query(expr, at)
+        if len(result) != 1:
+            raise AssertionError(f"{expr}: expected one sample, got {len(result)}: {result[:3]}")
+        return float(result[0]["value"][1])
+
+    def by_label(self, expr: str, label: str) -> dict[str, float]:
+        return {r["metric"].get(label, ""): float(r["value"][1]) for r in self.query(expr)}
+
+    def wait_for_scrape_after(self, moment: float, timeout: float = 30) -> None:
+        """Wait until every target was scraped after ``moment`` (a time.time() value)."""
+        def scraped() -> bool:
+            targets = self._api("/api/v1/targets", {})["activeTargets"]
+            return bool(targets) and all(
+                t["health"] == "up" and _rfc3339_to_unix(t["lastScrape"]) > moment for t in targets)
+        wait_until(scraped, timeout=timeout, what="a scrape of every target")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> "PrometheusProcess":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+        self.client.close()
+
+
+def _rfc3339_to_unix(text: str) -> float:
+    """Prometheus' RFC 3339 with nanoseconds (``2026-11-25T11:40:00.123456789Z``) → Unix seconds."""
+    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", text)
+    if match is None:
+        raise ValueError(f"not RFC 3339: {text!r}")
+    offset = "+00:00" if match.group(3) == "Z" else match.group(3)
+    return datetime.fromisoformat(match.group(1) + offset).timestamp() + float(match.group(2) or 0)
+
+
+def rule_files() -> list[Path]:
+    return sorted(RULES_DIR.glob("*.yml"))

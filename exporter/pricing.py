@@ -59,15 +59,15 @@ class ModelPrice:
         """The contract formula, rounded to 1e-6 USD, then the billing rules (round, then minimum)."""
         plain_input = event.input_tokens - event.cache_read_tokens - event.cache_write_tokens
         plain_output = event.output_tokens - event.reasoning_tokens
-        per_million = (plain_input * self.input + event.cache_read_tokens * self.cache_read
+        # tokens × USD per million tokens = micro-dollars
+        micros = round(plain_input * self.input + event.cache_read_tokens * self.cache_read
                        + event.cache_write_tokens * self.cache_write + plain_output * self.output
-                       + event.reasoning_tokens * self.reasoning)
-        usd = per_million / 1e6 + self.request_fee
+                       + event.reasoning_tokens * self.reasoning + self.request_fee * MICROS_PER_USD)
         rule = self.operations.get(event.operation, self.billing)
         if rule.round_to_usd > 0:
-            usd = math.ceil(round(usd / rule.round_to_usd, 9)) * rule.round_to_usd
-        usd = max(usd, rule.min_charge_usd)
-        return round(usd * MICROS_PER_USD)
+            step = round(rule.round_to_usd * MICROS_PER_USD)
+            micros = -(-micros // step) * step
+        return max(micros, round(rule.min_charge_usd * MICROS_PER_USD))
 
 
 class PriceTable:

@@ -37,7 +37,84 @@ def build_parser() -> argparse.ArgumentParser:
     _add_option_flags(serve)
     check = sub.add_parser("check-config", help="validate the configuration and price table, then exit")
     _add_option_flags(check)
+
+    backfill = sub.add_parser("backfill", help="simulate past days into Prometheus TSDB blocks (and the state store)")
+    _add_option_flags(backfill)
+    backfill.add_argument("--days", type=float, default=30, help="days of history to create (default 30)")
+    backfill.add_argument("--scenario", default="default", help="simulator scenario (default: default)")
+    backfill.add_argument("--rate", type=float, default=2.0, help="mean simulated events per second (default 2)")
+    backfill.add_argument("--seed", type=int, default=42, help="simulator seed (default 42)")
+    backfill.add_argument("--step", default="5m", help="scrape interval of the history (default 5m)")
+    backfill.add_argument("--out", required=True, help="directory for the TSDB blocks")
+    backfill.add_argument("--job", default="llm-usage-exporter",
+                          help="job label of the live scrape, so history and live are one series")
+    backfill.add_argument("--instance", default="exporter:9477",
+                          help="instance label of the live scrape (host:port Prometheus scrapes)")
+    backfill.add_argument("--ledger", help="write the simulator's ground-truth ledger to this JSON file")
+    backfill.add_argument("--keep-openmetrics", action="store_true", help="keep the intermediate .om files")
+    backfill.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    loadgen = sub.add_parser("loadgen", help="POST simulated events to an exporter and report throughput")
+    loadgen.add_argument("--url", default="http://127.0.0.1:9477", help="exporter base URL")
+    loadgen.add_argument("--rate", type=float, default=0.0, help="events/s to offer (0 = as fast as possible)")
+    loadgen.add_argument("--batch", type=int, default=500, help="events per POST (default 500)")
+    loadgen.add_argument("--duration", type=float, default=10.0, help="seconds to run (default 10)")
+    loadgen.add_argument("--concurrency", type=int, default=4, help="keep-alive connections (default 4)")
+    loadgen.add_argument("--token-env", help="environment variable holding the bearer token (never a flag)")
+    loadgen.add_argument("--scenario", default="steady", help="simulator scenario for the events")
+    loadgen.add_argument("--max-events", type=int, default=2_000_000, help="cap on pre-built events (memory)")
+    loadgen.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
+
+
+def backfill_command(args: argparse.Namespace, config: Config, prices: PriceTable) -> int:
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from prometheus_client import CollectorRegistry
+
+    from .app import build_exporter
+    from .config import parse_duration
+    from .simulator import Ledger
+
+    # Backfilled events are old by design: the ingest window must cover the whole history.
+    config = dataclasses.replace(config, ingest_max_age=(args.days + 1) * 86400,
+                                 dedupe_max_age=max(config.dedupe_max_age, config.ingest_max_age))
+    exporter = build_exporter(config, CollectorRegistry(auto_describe=False), prices)
+    exporter.aggregator.load()
+    ledger = Ledger() if args.ledger else None
+    from .backfill import run_backfill
+
+    out = Path(args.out)
+    report = run_backfill(exporter.aggregator, args.scenario, args.days, out, args.rate, args.seed,
+                          step=parse_duration(args.step), ledger=ledger, keep_openmetrics=args.keep_openmetrics,
+                          progress=not args.no_progress, target_labels={"job": args.job, "instance": args.instance})
+    exporter.store.close()
+    if ledger is not None:
+        Path(args.ledger).write_text(json.dumps(ledger.as_dict()))
+    print(f"backfilled {report.days:g} days: {report.events:,} events, {report.samples:,} samples "
+          f"in {report.seconds:.0f}s -> TSDB blocks in {out}/")
+    print("To load them: stop Prometheus, move the block directories (01...) into its --storage.tsdb.path,\n"
+          f"  e.g. `mv {out}/01* /var/lib/prometheus/metrics2/`, and start it again; or run `make stack-backfill`.\n"
+          f"State store {config.storage_path} now holds the backfilled totals: start the exporter on it so\n"
+          "  live counters continue from them.")
+    return 0
+
+
+def loadgen_command(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from .loadgen import make_bodies, run_load
+
+    token = os.environ.get(args.token_env, "") if args.token_env else None
+    count = max(1, min(int(args.max_events // args.batch),
+                       int((args.rate or 1e9) * args.duration / args.batch) + args.concurrency))
+    bodies = make_bodies(count, args.batch, args.scenario)
+    report = asyncio.run(run_load(args.url, bodies, args.batch, args.duration, args.rate, args.concurrency, token))
+    print(json.dumps(report.as_dict(), indent=2) if args.json else report.table())
+    return 0 if report.non_2xx == 0 and report.errors == 0 else 1
 
 
 def config_from_args(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Config:
@@ -67,6 +144,8 @@ def serve(config: Config, prices: PriceTable) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "loadgen":
+        return loadgen_command(args)
     try:
         config = config_from_args(args)
         prices = load_price_table(config.pricing_file)
@@ -78,5 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"configuration OK: {len(config.tenants)} tenant(s), auth "
               f"{'required' if config.auth_required else 'off'}")
         return 0
+    if args.command == "backfill":
+        return backfill_command(args, config, prices)
     return serve(config, prices)
 

@@ -224,12 +224,12 @@ class Simulator:
             count = self._poisson(self.rate * self.intensity(t) * width)
             for _ in range(count):
                 at = t + self.rng.random() * width
-                events.append(self._event(at, at if stamp is None else stamp))
+                events.append(self.event(at, at if stamp is None else stamp))
             t += width
         events.sort(key=lambda e: e["timestamp"])
         return events
 
-    def _event(self, sim_t: float, stamp: float) -> dict[str, Any]:
+    def event(self, sim_t: float, stamp: float) -> dict[str, Any]:
         s, rng = self.scenario, self.rng
         tenant = rng.choices(s.tenants, self._tenant_weights)[0]
         customer = rng.choices(tenant.customers, tenant.customer_weights)[0]

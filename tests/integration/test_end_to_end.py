@@ -7,21 +7,11 @@ import random
 import time
 
 import pytest
-import yaml
 
-from harness import REPO, ExporterProcess, PrometheusProcess
+from groundtruth import expected_cost
+from harness import ExporterProcess, PrometheusProcess
 
-PRICES = yaml.safe_load((REPO / "exporter/prices/default.yaml").read_text())["models"]
 MODELS = ["gpt-4o", "claude-sonnet-4", "gemini-2.5-flash", "llama-3.3-70b"]
-
-
-def expected_cost(event: dict) -> float:
-    """The contract's formula, written out independently of exporter.pricing."""
-    p = PRICES[event["model"]]
-    cr, cw, rs = (event.get(k, 0) for k in ("cache_read_tokens", "cache_write_tokens", "reasoning_tokens"))
-    micros = ((event["input_tokens"] - cr - cw) * p["input"] + cr * p["cache_read"] + cw * p["cache_write"]
-              + (event["output_tokens"] - rs) * p["output"] + rs * p.get("reasoning", p["output"]))
-    return round(micros) / 1e6  # tokens × USD per 1M tokens = micro-USD, rounded to 1e-6 USD
 
 
 def make_batch(rng: random.Random, now: float, n: int) -> list[dict]:

@@ -30,6 +30,7 @@ from .aggregate import Aggregator
 from .config import Config
 from .exposition import UsageCollector
 from .pricing import PriceTable, load_price_table
+from .ratelimit import TenantRateLimits
 from .store import Changes, StateStore, StoreUnavailable
 from .telemetry import Telemetry
 
@@ -146,8 +147,14 @@ def parse_events(body: bytes, content_type: str, max_events: int) -> list[Any]:
     return events
 
 
-def _tenants_in(events: list[Any]) -> set[str]:
-    return {e["tenant"] for e in events if isinstance(e, dict) and isinstance(e.get("tenant"), str)}
+def _tenant_counts(events: list[Any]) -> dict[str, int]:
+    """Events per tenant named in the batch (malformed tenants are left to per-event validation)."""
+    counts: dict[str, int] = {}
+    for event in events:
+        tenant = event.get("tenant") if isinstance(event, dict) else None
+        if isinstance(tenant, str):
+            counts[tenant] = counts.get(tenant, 0) + 1
+    return counts
 
 
 class MetricsMiddleware:
@@ -193,6 +200,7 @@ class Exporter:
     store: StateStore
     aggregator: Aggregator
     auth: TokenAuth
+    rate_limits: TenantRateLimits
 
 
 def build_exporter(config: Config, registry: CollectorRegistry | None = None,
@@ -206,7 +214,8 @@ def build_exporter(config: Config, registry: CollectorRegistry | None = None,
     for name, tenant in config.tenants.items():
         if tenant.budget_usd_per_day is not None:
             telemetry.budget.labels(name).set(tenant.budget_usd_per_day)
-    return Exporter(config, registry, telemetry, prices, store, aggregator, TokenAuth(config))
+    rate_limits = TenantRateLimits({name: t.rate_limit_events_per_second for name, t in config.tenants.items()})
+    return Exporter(config, registry, telemetry, prices, store, aggregator, TokenAuth(config), rate_limits)
 
 
 def create_app(config: Config, registry: CollectorRegistry | None = None, prices: PriceTable | None = None,
@@ -220,10 +229,14 @@ def create_app(config: Config, registry: CollectorRegistry | None = None, prices
             body = await read_body(request, config.web_max_body_bytes)
             events = parse_events(body, request.headers.get("content-type", ""), config.web_max_batch_events)
             if tenant is not None:
-                foreign = _tenants_in(events) - {tenant}
+                foreign = set(_tenant_counts(events)) - {tenant}
                 if foreign:
                     raise HTTPProblem(403, "forbidden", f"token of tenant {tenant!r} cannot write tenant(s) "
                                                         f"{sorted(foreign)[:5]}")
+            retry_after = ex.rate_limits.admit(_tenant_counts(events)) if ex.rate_limits.buckets else 0
+            if retry_after:
+                raise HTTPProblem(429, "rate_limited", f"tenant rate limit exceeded; retry in {retry_after}s",
+                                  {"Retry-After": str(retry_after)})
             if not ex.store.healthy and not _store_recovers(ex):
                 raise HTTPProblem(503, "store_unavailable", ex.store.last_error or "state store unavailable",
                                   {"Retry-After": "5"})

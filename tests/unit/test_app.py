@@ -190,3 +190,14 @@ def test_metrics_pass_promtool_check(client):
     text = client.get("/metrics").content
     result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True)
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+
+
+def test_rate_limit_per_tenant_returns_429_with_retry_after_and_spares_others():
+    ex = make_exporter(yaml={"tenants": {"acme": {"rate_limit_events_per_second": 5}, "globex": {}}})
+    with TestClient(create_app(ex.config, exporter=ex)) as c:
+        assert post(c, [ev() for _ in range(10)]).status_code == 200  # the 2 s burst
+        refused = post(c, [ev() for _ in range(5)])
+        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+        assert post(c, [ev(tenant="globex") for _ in range(50)]).json()["accepted"] == 50
+    assert sample(ex, "llm_exporter_rejections_total", reason="rate_limited") == 1
+    assert sample(ex, "llm_exporter_events_total", source="api", result="accepted") == 60

@@ -96,3 +96,20 @@ def test_cli_reports_bad_config_file(tmp_path):
     path.write_text("[unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         config_from_args(build_parser().parse_args(["--config.file", str(path)]), {})
+
+
+def test_config_example_documents_every_option_with_its_default(tmp_path, monkeypatch):
+    import yaml
+
+    from exporter.config import _flatten
+    from harness import REPO
+
+    document = yaml.safe_load((REPO / "config.example.yaml").read_text())
+    tenants = document.pop("tenants")
+    assert set(_flatten(document)) == {o.name for o in OPTIONS}
+    assert load_config({}, {}, document) == Config(), "the example shows the defaults"
+    token = tmp_path / "acme.token"
+    token.write_text("an-acme-token-of-sufficient-length\n")
+    tenants["acme"]["token_file"] = str(token)
+    config = load_config({}, {"GLOBEX_TOKEN": "a-globex-token-of-sufficient-length"}, {"tenants": tenants})
+    assert config.tenants["acme"].rate_limit_events_per_second == 2000

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
+from functools import partial
 from collections import deque
 from dataclasses import dataclass, field
 from itertools import islice
@@ -18,9 +19,9 @@ from typing import Any, Iterable, Sequence
 
 from . import metrics as m
 from .config import Config
-from .events import Event, FieldError, Limits, validate_event
-from .pricing import PriceTable
-from .store import Changes, StateStore
+from .events import Event, FieldError, Limits, fast_validate, validate_event
+from .pricing import ModelPrice, PriceTable
+from .store import Checkpoint, StateStore, StoreUnavailable
 from .telemetry import Telemetry
 
 OTHER = "__other__"
@@ -146,17 +147,24 @@ class DedupeWindow:
         self.seen.update(added)
 
 
-def dedupe_key(tenant: str, event_id: str) -> str:
-    return f"{tenant}\x00{event_id}"
+def _merge(kind: str, old: Any, delta: Any) -> Any:
+    """Fold a delta into a stored value: counters add, gauges keep the max, histograms add per bucket."""
+    if old is None:
+        return delta
+    if kind == "histogram":
+        return [a + b for a, b in zip(old, delta)]
+    if kind == "gauge":
+        return max(old, delta)
+    return old + delta
 
 
-def _observe(series: dict, key: tuple, buckets: tuple[float, ...], value: float) -> None:
-    """Histogram delta as [sum, count per bucket..., count above the last bound]."""
-    hist = series.get(key)
-    if hist is None:
-        hist = series[key] = [0.0] + [0] * (len(buckets) + 1)
-    hist[0] += value
-    hist[1 + bisect_left(buckets, value)] += 1
+def _histogram(buckets: tuple[float, ...], values: list[float]) -> list[Any]:
+    """[sum, count per bucket..., count above the last bound] of ``values``."""
+    counts: list[Any] = [0] * (len(buckets) + 2)
+    counts[0] = sum(values)
+    for index in map(partial(bisect_left, buckets), values):
+        counts[index + 1] += 1
+    return counts
 
 
 def _rejection_reason(errors: list[FieldError]) -> str:
@@ -168,10 +176,20 @@ def _rejection_reason(errors: list[FieldError]) -> str:
     return "invalid_field"
 
 
+# Per-group accumulator slots: one group per (tenant, customer, model, provider, operation, status,
+# error_type), so a 1000-event batch updates a few dozen groups, not thousands of series.
+_N, _IN, _OUT, _CR, _CW, _RS, _MICROS, _LLM, _TOOL, _TS = range(10)
+# Histogram values are gathered per (tenant, model, provider, operation): no customer in those labels.
+_DUR, _TTFT, _TPOT, _TOKS = range(4)
+_KINDS = {spec.name: spec.kind for spec in m.USAGE_METRICS}
+_LABEL_CACHE_MAX = 50_000
+
+
 class Aggregator:
     """Owns the usage state (series, customer totals, dedupe window) and the ingest function."""
 
-    def __init__(self, config: Config, prices: PriceTable, store: StateStore, telemetry: Telemetry) -> None:
+    def __init__(self, config: Config, prices: PriceTable, store: StateStore, telemetry: Telemetry,
+                 checkpoint_every: float = 5.0) -> None:
         self.config = config
         self.prices = prices
         self.store = store
@@ -182,43 +200,94 @@ class Aggregator:
         self.series: dict[str, dict[tuple[str, ...], Any]] = {spec.name: {} for spec in m.USAGE_METRICS}
         self.customers: dict[tuple[str, str], list[Any]] = {}
         self.recent_errors: dict[str, deque[dict[str, Any]]] = {}
+        self.checkpoint_every = checkpoint_every
+        self._labels: dict[tuple[Any, ...], tuple[str, str, str, str, tuple[str, ...]]] = {}
+        self._dirty_series: set[tuple[str, tuple[str, ...]]] = set()
+        self._dirty_customers: set[tuple[str, str]] = set()
+        self._dedupe_added: list[tuple[str, float]] = []
+        self._dedupe_removed: list[str] = []
+        self._last_checkpoint = time.monotonic()
 
+    # --- state ------------------------------------------------------------------------------------
     def load(self) -> None:
-        """Restore state from the store, so counters continue and old duplicates stay refused."""
+        """Restore the snapshot and replay the log, so counters continue and old duplicates stay refused."""
         snapshot = self.store.load()
         for metric, values in snapshot.series.items():
             if metric in self.series:
                 self.series[metric].update(values)
         self.customers.update(snapshot.customers)
-        for tenant, customer in snapshot.customers:
+        self.dedupe.seen.update(snapshot.dedupe)
+        for record in snapshot.log:
+            self._apply(record, replay=True)
+        for tenant, customer in self.customers:
             self.caps.remember(tenant, customer)
         for _tenant, _customer, model, provider in self.series[m.COST.name]:
             if model not in self.prices and model != OTHER:
                 self.caps.unknown_models.add(model)
             if provider not in KNOWN_PROVIDERS and provider not in self.prices.providers and provider != OTHER:
                 self.caps.unknown_providers.add(provider)
-        self.dedupe.seen.update(snapshot.dedupe)
         self.telemetry.dedupe_entries.set(len(self.dedupe))
         self.telemetry.store_up.set(1)
+        if snapshot.log:
+            self.checkpoint()
+
+    def _apply(self, record: dict[str, Any], replay: bool = False) -> None:
+        """Fold one log record (deltas, customers, dedupe keys) into memory."""
+        series = self.series
+        for metric, labels, delta in record["s"]:
+            key = tuple(labels)
+            store = series[metric]
+            store[key] = _merge(_KINDS[metric], store.get(key), delta)
+            self._dirty_series.add((metric, key))
+        for tenant, customer, delta in record["c"]:
+            key = (tenant, customer)
+            old = self.customers.get(key)
+            self.customers[key] = delta if old is None else [
+                *(a + b for a, b in zip(old[:_LATEST], delta[:_LATEST])), max(old[_LATEST], delta[_LATEST])]
+            self._dirty_customers.add(key)
+        if replay:
+            evicted, added, _ = self.dedupe.plan_evictions(record["t"], dict(record["k"]))
+            self.dedupe.apply(added, evicted)
+            self._dedupe_added.extend(added)
+            self._dedupe_removed.extend(evicted)
+
+    def checkpoint(self) -> None:
+        """Write the series and customers touched since the last checkpoint; fold the log away."""
+        if not (self._dirty_series or self._dirty_customers or self._dedupe_added or self._dedupe_removed):
+            return
+        self.store.checkpoint(Checkpoint(
+            upto_seq=self.store.last_seq,
+            series=[(metric, key, self.series[metric][key]) for metric, key in self._dirty_series],
+            customers=[(key, self.customers[key]) for key in self._dirty_customers],
+            dedupe_add=[(k, t) for k, t in self._dedupe_added if k in self.dedupe],
+            dedupe_remove=[k for k in self._dedupe_removed if k not in self.dedupe]))
+        self._dirty_series.clear()
+        self._dirty_customers.clear()
+        self._dedupe_added.clear()
+        self._dedupe_removed = []
+        self._last_checkpoint = time.monotonic()
+
+    # --- ingest -----------------------------------------------------------------------------------
+    def _resolve(self, tenant: str, customer: str, model: str, provider: str | None,
+                 price: ModelPrice | None) -> tuple[str, str, str, str, tuple[str, ...]]:
+        """Capped label values and the labels that overflowed; cached, since a value once kept stays kept
+        and a cap once full stays full."""
+        overflow: list[str] = []
+        caps = self.caps
+        tenant_label = caps.tenant(tenant, overflow)
+        customer_label = caps.customer(tenant_label, customer, overflow)
+        model_label = price.model if price is not None else caps.model(model, overflow)
+        provider_label = caps.provider(provider or (price.provider if price else None) or UNKNOWN_PROVIDER, overflow)
+        return tenant_label, customer_label, model_label, provider_label, tuple(overflow)
 
     def ingest(self, raw_events: Sequence[Any], source: str, now: float | None = None) -> IngestResult:
         """Validate, dedupe, price and count ``raw_events``; raises StoreUnavailable (nothing counted)."""
         now = time.time() if now is None else now
         result = IngestResult()
-        limits, caps, prices, dedupe = self.limits, self.caps, self.prices, self.dedupe
-        requests: dict = {}
-        errors: dict = {}
-        tokens: dict = {}
-        details: dict = {}
-        cost: dict = {}
-        agent_cost: dict = {}
-        agent_calls: dict = {}
-        duration: dict = {}
-        ttft: dict = {}
-        tpot: dict = {}
-        request_tokens: dict = {}
-        last_seen: dict = {}
-        customers: dict = {}
+        limits, prices, dedupe_seen = self.limits, self.prices, self.dedupe.seen
+        label_cache = self._labels
+        groups: dict[tuple[Any, ...], list[Any]] = {}
+        observations: dict[tuple[str, str, str, str], tuple[list[float], ...]] = {}
         new_keys: dict[str, float] = {}
         overflow: list[str] = []
         unpriced: list[str] = []
@@ -226,148 +295,170 @@ class Aggregator:
         new_errors: list[tuple[str, dict[str, Any]]] = []
 
         for index, raw in enumerate(raw_events):
-            event = validate_event(raw, now, limits)
-            if not isinstance(event, Event):
+            event = fast_validate(raw, now, limits) or validate_event(raw, now, limits)
+            if type(event) is not Event:
                 result.rejected += 1
-                rejections.append(_rejection_reason(event))
+                rejections.append(_rejection_reason(event))  # type: ignore[arg-type]
                 event_id = raw.get("id") if isinstance(raw, dict) else None
-                for error in event:
+                for error in event:  # type: ignore[union-attr]
                     result.errors.append({"index": index, "id": event_id if isinstance(event_id, str) else None,
                                           "field": error.field, "message": error.message})
                 continue
-            key = dedupe_key(event.tenant, event.id)
-            if key in dedupe or key in new_keys:
+            key = f"{event.tenant}\x00{event.id}"
+            if key in dedupe_seen or key in new_keys:
                 result.duplicates += 1
                 continue
             new_keys[key] = now
             result.accepted += 1
 
-            tenant = caps.tenant(event.tenant, overflow)
-            customer = caps.customer(tenant, event.customer, overflow)
             price = prices.lookup(event.model, event.timestamp)
-            model = price.model if price is not None else caps.model(event.model, overflow)
-            provider = caps.provider(event.provider or (price.provider if price else None) or UNKNOWN_PROVIDER,
-                                     overflow)
+            cache_key = (event.tenant, event.customer, event.model, event.provider)
+            labels = label_cache.get(cache_key)
+            if labels is None:
+                if len(label_cache) >= _LABEL_CACHE_MAX:
+                    label_cache.clear()
+                labels = label_cache[cache_key] = self._resolve(*cache_key, price)
+            tenant, customer, model, provider, folded = labels
+            if folded:
+                overflow.extend(folded)
             if event.cost_usd is not None:
                 micros = round(event.cost_usd * 1_000_000)
             else:
-                micros = prices.sku_micros(event.sku)
+                micros = prices.sku_micros(event.sku) if event.sku is not None else None
                 if micros is None:
                     if price is None:
                         micros = 0
                         unpriced.append(model)
                     else:
                         micros = price.cost_micros(event)
-            status, operation = event.status, event.operation
 
-            k = (tenant, customer, model, provider, operation, status)
-            requests[k] = requests.get(k, 0) + 1
-            if status == "error":
-                k = (tenant, model, provider, operation, event.error_type)
-                errors[k] = errors.get(k, 0) + 1
+            group_key = (tenant, customer, model, provider, event.operation, event.status, event.error_type)
+            acc = groups.get(group_key)
+            if acc is None:
+                acc = groups[group_key] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0]
+            acc[_N] += 1
+            acc[_IN] += event.input_tokens
+            acc[_OUT] += event.output_tokens
+            acc[_CR] += event.cache_read_tokens
+            acc[_CW] += event.cache_write_tokens
+            acc[_RS] += event.reasoning_tokens
+            acc[_MICROS] += micros
+            acc[_LLM] += event.llm_calls
+            acc[_TOOL] += event.tool_calls
+            if event.timestamp > acc[_TS]:
+                acc[_TS] = event.timestamp
+            obs_key = (tenant, model, provider, event.operation)
+            obs = observations.get(obs_key)
+            if obs is None:
+                obs = observations[obs_key] = ([], [], [], [])
+            obs[_DUR].append(event.duration_s)
+            if event.ttft_s is not None:
+                obs[_TTFT].append(event.ttft_s)
+                if event.output_tokens > 1:
+                    obs[_TPOT].append((event.duration_s - event.ttft_s) / (event.output_tokens - 1))
+            obs[_TOKS].append(event.input_tokens)
+            obs[_TOKS].append(event.output_tokens)
+            if event.status == "error":
                 new_errors.append((tenant, {"timestamp": event.timestamp, "customer": customer, "model": model,
                                             "error_type": event.error_type, "error_message": event.error_message}))
-            k = (tenant, customer, model, provider, "input")
-            tokens[k] = tokens.get(k, 0) + event.input_tokens
-            k = (tenant, customer, model, provider, "output")
-            tokens[k] = tokens.get(k, 0) + event.output_tokens
-            for token_type, count in (("cache_read", event.cache_read_tokens), ("cache_write", event.cache_write_tokens),
-                                      ("reasoning", event.reasoning_tokens)):
-                if count:
-                    k = (tenant, model, provider, token_type)
-                    details[k] = details.get(k, 0) + count
-            k = (tenant, customer, model, provider)
-            cost[k] = cost.get(k, 0) + micros
-            if operation == "agent_run":
-                k = (tenant, model, status)
-                agent_cost[k] = agent_cost.get(k, 0) + micros
-            if event.llm_calls:
-                k = (tenant, model, "llm")
-                agent_calls[k] = agent_calls.get(k, 0) + event.llm_calls
-            if event.tool_calls:
-                k = (tenant, model, "tool")
-                agent_calls[k] = agent_calls.get(k, 0) + event.tool_calls
-            _observe(duration, (tenant, model, provider, operation), m.DURATION_BUCKETS, event.duration_s)
-            if operation != "agent_run" and operation != "tool_call":
-                k = (tenant, model, provider, "input")
-                _observe(request_tokens, k, m.TOKEN_BUCKETS, event.input_tokens)
-                k = (tenant, model, provider, "output")
-                _observe(request_tokens, k, m.TOKEN_BUCKETS, event.output_tokens)
-            if event.ttft_s is not None:
-                _observe(ttft, (tenant, model, provider), m.TTFT_BUCKETS, event.ttft_s)
-                if event.output_tokens > 1:
-                    _observe(tpot, (tenant, model, provider), m.TPOT_BUCKETS,
-                             (event.duration_s - event.ttft_s) / (event.output_tokens - 1))
-            k = (tenant,)
-            if event.timestamp > last_seen.get(k, 0.0):
-                last_seen[k] = event.timestamp
-            k = (tenant, customer)
-            row = customers.get(k)
-            if row is None:
-                row = customers[k] = [0, 0, 0, 0, 0, 0.0]
-            row[_EVENTS] += 1
-            row[_INPUT] += event.input_tokens
-            row[_OUTPUT] += event.output_tokens
-            row[_COST] += micros
-            row[_ERRORS] += status == "error"
-            if event.timestamp > row[_LATEST]:
-                row[_LATEST] = event.timestamp
 
-        deltas = {m.REQUESTS.name: requests, m.ERRORS.name: errors, m.TOKENS.name: tokens,
-                  m.TOKEN_DETAILS.name: details, m.COST.name: cost, m.AGENT_RUN_COST.name: agent_cost,
-                  m.AGENT_CALLS.name: agent_calls, m.DURATION.name: duration, m.TTFT.name: ttft, m.TPOT.name: tpot,
-                  m.REQUEST_TOKENS.name: request_tokens, m.LAST_EVENT.name: last_seen}
         if new_keys:
-            self._commit(deltas, customers, new_keys, now)
+            record = self._record(groups, observations, new_keys, now)
+            try:
+                self.store.append(record)
+            except StoreUnavailable:  # nothing below happens: nothing is counted, the client retries
+                self.telemetry.store_up.set(0)
+                raise
+            self._apply(record)
+            evicted, added, by_size = self.dedupe.plan_evictions(now, new_keys)
+            self.dedupe.apply(added, evicted)
+            self._dedupe_added.extend(added)
+            self._dedupe_removed.extend(evicted)
+            self._count_dedupe(len(new_keys), added, evicted, by_size)
+            if time.monotonic() - self._last_checkpoint >= self.checkpoint_every:
+                self._checkpoint_quietly()
         self._count(result, source, rejections, overflow, unpriced, new_errors)
         return result
 
-    def _commit(self, deltas: dict[str, dict], customers: dict, new_keys: dict[str, float], now: float) -> None:
-        changes = Changes()
-        for metric, delta in deltas.items():
-            current = self.series[metric]
-            kind = m.USAGE_BY_NAME[metric].kind
-            for key, value in delta.items():
-                old = current.get(key)
-                if old is None:
-                    new = value
-                elif kind == "histogram":
-                    new = [a + b for a, b in zip(old, value)]
-                elif kind == "gauge":
-                    new = max(old, value)
-                else:
-                    new = old + value
-                changes.series.append((metric, key, new))
-        for key, delta in customers.items():
-            old = self.customers.get(key)
-            if old is None:
-                new_row = delta
-            else:
-                new_row = [a + b for a, b in zip(old[:_LATEST], delta[:_LATEST])] + [max(old[_LATEST], delta[_LATEST])]
-            changes.customers.append((key, new_row))
-        evicted, changes.dedupe_add, by_size = self.dedupe.plan_evictions(now, new_keys)
-        changes.dedupe_remove = evicted
+    def _checkpoint_quietly(self) -> None:
+        """A failed checkpoint loses nothing (the log still holds every record): retry next time."""
         try:
-            self.store.commit(changes)
-        except Exception:
-            self.telemetry.store_up.set(0)
-            raise
-        self.telemetry.store_up.set(1)
-        for metric, key, new in changes.series:
-            self.series[metric][key] = new
-        for key, row in changes.customers:
-            self.customers[key] = row
-        self.dedupe.apply(changes.dedupe_add, evicted)
+            self.checkpoint()
+        except StoreUnavailable:
+            self._last_checkpoint = time.monotonic()
+
+    @staticmethod
+    def _record(groups: dict[tuple[Any, ...], list[Any]], observations: dict[tuple[str, str, str, str], tuple[list[float], ...]],
+                new_keys: dict[str, float], now: float) -> dict[str, Any]:
+        """The batch as per-series deltas: what the log stores and what memory applies."""
+        deltas: dict[str, dict[tuple[str, ...], Any]] = {spec.name: {} for spec in m.USAGE_METRICS}
+        customers: dict[tuple[str, str], list[Any]] = {}
+
+        def add(metric: str, key: tuple[str, ...], value: Any) -> None:
+            series = deltas[metric]
+            series[key] = series.get(key, 0) + value
+
+        def add_hist(metric: str, key: tuple[str, ...], buckets: tuple[float, ...], values: list[float]) -> None:
+            series = deltas[metric]
+            hist = _histogram(buckets, values)
+            old = series.get(key)
+            series[key] = hist if old is None else [a + b for a, b in zip(old, hist)]
+
+        for (tenant, customer, model, provider, operation, status, error_type), acc in groups.items():
+            n = acc[_N]
+            add(m.REQUESTS.name, (tenant, customer, model, provider, operation, status), n)
+            if status == "error":
+                add(m.ERRORS.name, (tenant, model, provider, operation, error_type), n)
+            add(m.TOKENS.name, (tenant, customer, model, provider, "input"), acc[_IN])
+            add(m.TOKENS.name, (tenant, customer, model, provider, "output"), acc[_OUT])
+            for token_type, slot in (("cache_read", _CR), ("cache_write", _CW), ("reasoning", _RS)):
+                if acc[slot]:
+                    add(m.TOKEN_DETAILS.name, (tenant, model, provider, token_type), acc[slot])
+            add(m.COST.name, (tenant, customer, model, provider), acc[_MICROS])
+            if operation == "agent_run":
+                add(m.AGENT_RUN_COST.name, (tenant, model, status), acc[_MICROS])
+            if acc[_LLM]:
+                add(m.AGENT_CALLS.name, (tenant, model, "llm"), acc[_LLM])
+            if acc[_TOOL]:
+                add(m.AGENT_CALLS.name, (tenant, model, "tool"), acc[_TOOL])
+            last = deltas[m.LAST_EVENT.name]
+            if acc[_TS] > last.get((tenant,), 0.0):
+                last[(tenant,)] = acc[_TS]
+            row = customers.get((tenant, customer))
+            if row is None:
+                row = customers[(tenant, customer)] = [0, 0, 0, 0, 0, 0.0]
+            row[_EVENTS] += n
+            row[_INPUT] += acc[_IN]
+            row[_OUTPUT] += acc[_OUT]
+            row[_COST] += acc[_MICROS]
+            row[_ERRORS] += n if status == "error" else 0
+            row[_LATEST] = max(row[_LATEST], acc[_TS])
+        for (tenant, model, provider, operation), obs in observations.items():
+            add_hist(m.DURATION.name, (tenant, model, provider, operation), m.DURATION_BUCKETS, obs[_DUR])
+            if obs[_TTFT]:
+                add_hist(m.TTFT.name, (tenant, model, provider), m.TTFT_BUCKETS, obs[_TTFT])
+            if obs[_TPOT]:
+                add_hist(m.TPOT.name, (tenant, model, provider), m.TPOT_BUCKETS, obs[_TPOT])
+            if operation != "agent_run" and operation != "tool_call":
+                tokens = obs[_TOKS]
+                add_hist(m.REQUEST_TOKENS.name, (tenant, model, provider, "input"), m.TOKEN_BUCKETS, tokens[0::2])
+                add_hist(m.REQUEST_TOKENS.name, (tenant, model, provider, "output"), m.TOKEN_BUCKETS, tokens[1::2])
+        return {"t": now, "k": list(new_keys.items()),
+                "s": [(metric, key, value) for metric, series in deltas.items() for key, value in series.items()],
+                "c": [(tenant, customer, row) for (tenant, customer), row in customers.items()]}
+
+    def _count_dedupe(self, new: int, added: list[tuple[str, float]], evicted: list[str], by_size: int) -> None:
         self.telemetry.dedupe_entries.set(len(self.dedupe))
         if by_size:
             self.telemetry.dedupe_evictions.labels("size").inc(by_size)
-        by_age = len(evicted) + len(new_keys) - len(changes.dedupe_add) - by_size
+        by_age = len(evicted) + new - len(added) - by_size
         if by_age:
             self.telemetry.dedupe_evictions.labels("age").inc(by_age)
 
     def _count(self, result: IngestResult, source: str, rejections: list[str], overflow: list[str],
                unpriced: list[str], new_errors: list[tuple[str, dict[str, Any]]]) -> None:
         t = self.telemetry
+        t.store_up.set(1 if self.store.healthy else 0)
         for result_name, count in (("accepted", result.accepted), ("duplicate", result.duplicates),
                                    ("rejected", result.rejected)):
             if count:

@@ -154,11 +154,11 @@ class _Reader:
 
     def tokens(self, kind: str) -> int:
         """``<kind>_tokens``, else ceil(chars / 4) from ``<kind>_chars`` or ``<kind>_text``."""
-        tokens = self.count(f"{kind}_tokens")
-        if tokens is not None or f"{kind}_tokens" in self.raw:
-            return tokens or 0
-        chars = self.count(f"{kind}_chars")
-        if chars is None and f"{kind}_chars" not in self.raw:
+        if self.raw.get(f"{kind}_tokens") is not None:
+            return self.count(f"{kind}_tokens") or 0
+        if self.raw.get(f"{kind}_chars") is not None:
+            chars = self.count(f"{kind}_chars")
+        else:
             text = self.raw.get(f"{kind}_text")
             if text is None:
                 self.fail(f"{kind}_tokens", f"is required (or give {kind}_text / {kind}_chars)")
@@ -203,7 +203,7 @@ def validate_event(raw: Any, now: float, limits: Limits) -> Event | list[FieldEr
     model = r.label("model")
     provider = r.label("provider", required=False)
     operation = raw.get("operation", "chat")
-    if operation not in OPERATIONS:
+    if not isinstance(operation, str) or operation not in OPERATIONS:
         r.fail("operation", f"must be one of {', '.join(sorted(OPERATIONS))}")
 
     input_tokens = r.tokens("input")
@@ -250,3 +250,81 @@ def validate_event(raw: Any, now: float, limits: Limits) -> Event | list[FieldEr
         error_message=message[:MAX_ERROR_MESSAGE] if message else None,
         llm_calls=llm_calls, tool_calls=tool_calls, sku=sku,
     )
+
+
+_OPTIONAL_COUNTS = ("cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "llm_calls", "tool_calls")
+
+
+def fast_validate(raw: Any, now: float, limits: Limits) -> Event | None:
+    """The common case in straight-line code: an Event when ``raw`` is plainly valid, else None.
+
+    None means "not sure", never "invalid": the caller then runs :func:`validate_event`, which is
+    the authority and explains every problem. A property test checks that whenever this returns an
+    Event, :func:`validate_event` returns the same Event.
+    """
+    if type(raw) is not dict:
+        return None
+    get = raw.get
+    event_id, timestamp, status = get("id"), get("timestamp"), get("status")
+    tenant, customer, model = get("tenant"), get("customer"), get("model")
+    input_tokens, output_tokens, duration_ms = get("input_tokens"), get("output_tokens"), get("duration_ms")
+    max_label = limits.max_label_length
+    if (type(event_id) is not str or not 0 < len(event_id) <= MAX_ID_LENGTH
+            or type(tenant) is not str or not 0 < len(tenant) <= max_label or tenant.isspace()
+            or type(customer) is not str or not 0 < len(customer) <= max_label or customer.isspace()
+            or type(model) is not str or not 0 < len(model) <= max_label or model.isspace()
+            or type(input_tokens) is not int or not 0 <= input_tokens <= MAX_TOKENS
+            or type(output_tokens) is not int or not 0 <= output_tokens <= MAX_TOKENS):
+        return None
+    kind = type(timestamp)
+    if kind is str:
+        try:
+            timestamp = parse_timestamp(timestamp)
+        except ValueError:
+            return None
+    elif (kind is not float and kind is not int) or not 0 <= timestamp <= 1e11:
+        return None
+    if not now - limits.max_age_s <= timestamp <= now + limits.max_future_s:
+        return None
+    kind = type(duration_ms)
+    if (kind is not float and kind is not int) or not 0 <= duration_ms <= MAX_DURATION_MS:
+        return None
+    counts = [0, 0, 0, 0, 0]
+    for i, name in enumerate(_OPTIONAL_COUNTS):
+        value = get(name)
+        if value is not None:
+            if type(value) is not int or value < 0 or value > (MAX_CALLS if i > 2 else MAX_TOKENS):
+                return None
+            counts[i] = value
+    if counts[0] + counts[1] > input_tokens or counts[2] > output_tokens:
+        return None
+    ttft_ms = get("ttft_ms")
+    if ttft_ms is not None and ((type(ttft_ms) is not float and type(ttft_ms) is not int)
+                                or not 0 <= ttft_ms <= duration_ms):
+        return None
+    cost = get("cost_usd")
+    if cost is not None and ((type(cost) is not float and type(cost) is not int) or not 0 <= cost <= MAX_COST_USD):
+        return None
+    operation = get("operation", "chat")
+    if type(operation) is not str:
+        return None
+    provider, sku, message = get("provider"), get("sku"), get("error_message")
+    if (operation not in OPERATIONS
+            or provider is not None and (type(provider) is not str or not 0 < len(provider) <= max_label
+                                         or provider.isspace())
+            or sku is not None and (type(sku) is not str or not 0 < len(sku) <= max_label or sku.isspace())
+            or message is not None and type(message) is not str):
+        return None
+    error_type = None
+    if status == "error":
+        error_type = get("error_type")
+        if type(error_type) is not str or not 0 < len(error_type) <= max_label or error_type.isspace():
+            return None
+        if error_type not in KNOWN_ERROR_TYPES:
+            error_type = OTHER_ERROR_TYPE
+    elif status != "ok":
+        return None
+    return Event(event_id, float(timestamp), tenant, customer, model, provider, operation, input_tokens, output_tokens,
+                 counts[0], counts[1], counts[2], None if cost is None else float(cost), duration_ms / 1000.0,
+                 None if ttft_ms is None else ttft_ms / 1000.0, status, error_type,
+                 message[:MAX_ERROR_MESSAGE] if message else None, counts[3], counts[4], sku)

@@ -1,11 +1,15 @@
-"""SQLite state store: usage series, per-customer totals and the dedupe window.
+"""SQLite state store: a log of per-request deltas, folded into snapshot tables at checkpoints.
 
-Why write-through: an event is acknowledged only after its request's transaction commits, so a
-crash never loses an acknowledged event and never counts one twice (its id is committed in the
-same transaction as its totals). One transaction per request, not per event.
+Why a log: an event is acknowledged only after its request is durable, so each request must be
+one transaction. Writing every touched series per request costs microseconds per *event*; one
+log row per request (the batch's pre-aggregated deltas and its dedupe ids, as one orjson blob)
+costs microseconds per *request*. Every few seconds a checkpoint writes the absolute values of the
+series touched since the last one and deletes the folded log rows, in one transaction. At start-up
+the snapshot is loaded and the remaining log replayed: an acknowledged event is never lost and,
+because log rows are deleted in the same transaction that folds them, never counted twice.
 
 Durability: WAL with ``synchronous=NORMAL`` (default) survives a killed process, since committed
-pages sit in the WAL that the OS already holds; a power cut may lose the last transactions.
+pages sit in the WAL the OS already holds; a power cut may lose the last transactions.
 ``synchronous=FULL`` also survives power loss at the cost of one fsync per request.
 """
 
@@ -28,7 +32,7 @@ CREATE TABLE IF NOT EXISTS customers (
     latest_timestamp REAL NOT NULL, PRIMARY KEY (tenant, customer)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dedupe (key TEXT PRIMARY KEY, seen_at REAL NOT NULL) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS dedupe_seen_at ON dedupe (seen_at);
+CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY, record BLOB NOT NULL);
 """
 
 
@@ -41,12 +45,14 @@ class Snapshot:
     series: dict[str, dict[tuple[str, ...], Any]] = field(default_factory=dict)
     customers: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
     dedupe: list[tuple[str, float]] = field(default_factory=list)
+    log: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
-class Changes:
-    """Everything one request changes, written in one transaction."""
+class Checkpoint:
+    """Absolute state to write, and the log rows (up to ``upto_seq``) it replaces."""
 
+    upto_seq: int
     series: list[tuple[str, tuple[str, ...], Any]] = field(default_factory=list)
     customers: list[tuple[tuple[str, str], list[Any]]] = field(default_factory=list)
     dedupe_add: list[tuple[str, float]] = field(default_factory=list)
@@ -62,6 +68,7 @@ class StateStore:
         self._conn: sqlite3.Connection | None = None
         self.healthy = False
         self.last_error = ""
+        self.last_seq = 0
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -91,7 +98,7 @@ class StateStore:
         return StoreUnavailable(self.last_error)
 
     def load(self) -> Snapshot:
-        """Read everything back at start-up."""
+        """Read the snapshot tables and the log still to replay."""
         snapshot = Snapshot()
         try:
             conn = self._connect()
@@ -101,29 +108,54 @@ class StateStore:
                                     "errors, latest_timestamp FROM customers"):
                 snapshot.customers[(row[0], row[1])] = list(row[2:])
             snapshot.dedupe = list(conn.execute("SELECT key, seen_at FROM dedupe ORDER BY seen_at"))
+            for seq, record in conn.execute("SELECT seq, record FROM log ORDER BY seq"):
+                snapshot.log.append(orjson.loads(record))
+                self.last_seq = seq
         except sqlite3.Error as exc:
             raise self._fail(exc) from exc
         self.healthy = True
         return snapshot
 
-    def commit(self, changes: Changes) -> None:
+    def append(self, record: dict[str, Any]) -> int:
+        """Durably append one request's deltas; returns its sequence number."""
+        try:
+            conn = self._connect()
+            cursor = conn.execute("INSERT INTO log (record) VALUES (?)", (orjson.dumps(record),))
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from exc
+        self.healthy = True
+        self.last_error = ""
+        self.last_seq = cursor.lastrowid or self.last_seq
+        return self.last_seq
+
+    def checkpoint(self, checkpoint: Checkpoint) -> None:
         try:
             conn = self._connect()
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.executemany(
                     "INSERT OR REPLACE INTO series (metric, labels, value) VALUES (?, ?, ?)",
-                    ((m, orjson.dumps(labels).decode(), orjson.dumps(v).decode()) for m, labels, v in changes.series))
-                conn.executemany(
-                    "INSERT OR REPLACE INTO customers VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    ((t, c, *row) for (t, c), row in changes.customers))
-                conn.executemany("INSERT OR REPLACE INTO dedupe (key, seen_at) VALUES (?, ?)", changes.dedupe_add)
-                conn.executemany("DELETE FROM dedupe WHERE key = ?", ((k,) for k in changes.dedupe_remove))
+                    ((m, orjson.dumps(labels).decode(), orjson.dumps(v).decode()) for m, labels, v in checkpoint.series))
+                conn.executemany("INSERT OR REPLACE INTO customers VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                 ((t, c, *row) for (t, c), row in checkpoint.customers))
+                conn.executemany("INSERT OR REPLACE INTO dedupe (key, seen_at) VALUES (?, ?)", checkpoint.dedupe_add)
+                conn.executemany("DELETE FROM dedupe WHERE key = ?", ((k,) for k in checkpoint.dedupe_remove))
+                conn.execute("DELETE FROM log WHERE seq <= ?", (checkpoint.upto_seq,))
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from exc
+        self.healthy = True
+
+    def probe(self) -> None:
+        """A write that changes nothing: tells whether the store takes writes again."""
+        try:
+            conn = self._connect()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise self._fail(exc) from exc
         self.healthy = True
@@ -133,4 +165,3 @@ class StateStore:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-

@@ -164,3 +164,18 @@ def test_recent_errors_ring_is_bounded_and_newest_first():
     ex = make_exporter(errors_ring_size=3)
     ex.aggregator.ingest([ev(status="error", error_type="timeout", error_message=f"m{i}") for i in range(5)], "api")
     assert [e["error_message"] for e in ex.aggregator.errors_of("acme", 10)] == ["m4", "m3", "m2"]
+
+
+def test_log_is_replayed_after_a_crash_and_folded_by_checkpoints(tmp_path):
+    ex = make_exporter(tmp_path)
+    ex.aggregator.ingest([ev(id="a", customer="k")], "api")
+    ex.aggregator.checkpoint()
+    ex.aggregator.ingest([ev(id="b", customer="k"), ev(id="c", customer="k")], "api")  # only in the log
+    expected = {k: dict(v) for k, v in ex.aggregator.series.items()}
+    ex.store.close()  # a crash: no final checkpoint
+    ex2 = make_exporter(tmp_path)
+    assert {k: dict(v) for k, v in ex2.aggregator.series.items()} == expected
+    assert ex2.aggregator.customer_rows("acme", "events", True, 1)[0]["events"] == 3
+    assert ex2.aggregator.ingest([ev(id="b"), ev(id="c"), ev(id="a")], "api").duplicates == 3
+    remaining = ex2.store._connect().execute("SELECT COUNT(*) FROM log").fetchone()[0]
+    assert remaining == 0, "start-up folds the replayed log into the snapshot"

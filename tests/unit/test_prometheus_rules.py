@@ -135,11 +135,19 @@ def load_generator():
     spec = importlib.util.spec_from_file_location("generate_rules", PROM / "generate_rules.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    saved, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no prometheus/__pycache__
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.dont_write_bytecode = saved
     return module
 
 
 # ---------------------------------------------------------------------------- promtool
+
+
+def test_promtool_is_installed() -> None:
+    assert shutil.which("promtool"), "promtool is not on PATH; the rule checks below cannot run"
 
 
 def test_rule_files_exist() -> None:

@@ -15,10 +15,12 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterable
 
 import orjson
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 from prometheus_client.exposition import choose_encoder
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -28,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .aggregate import Aggregator
 from .config import Config
-from .exposition import UsageCollector
+from .exposition import FastUsageWriter, UsageCollector
 from .pricing import PriceTable, load_price_table
 from .ratelimit import TenantRateLimits
 from .store import StateStore, StoreUnavailable
@@ -38,6 +40,7 @@ log = logging.getLogger("exporter")
 
 JSON_TYPES = ("application/json",)
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines")
+_OM_EOF = b"# EOF\n"
 CUSTOMER_SORT_KEYS = ("cost_usd", "events", "input_tokens", "output_tokens", "errors", "latest_timestamp", "customer")
 
 
@@ -195,27 +198,54 @@ class Exporter:
 
     config: Config
     registry: CollectorRegistry
+    self_registry: CollectorRegistry
     telemetry: Telemetry
     prices: PriceTable
     store: StateStore
     aggregator: Aggregator
     auth: TokenAuth
     rate_limits: TenantRateLimits
+    writer: FastUsageWriter
+
+    def render_metrics(self, accept: str) -> tuple[bytes, str]:
+        """The /metrics body for the negotiated format, and its content type."""
+        encoder, content_type = choose_encoder(accept)
+        openmetrics = content_type.startswith("application/openmetrics-text")
+        own = encoder(self.self_registry)
+        usage = self.writer.render(openmetrics).encode()
+        if openmetrics:
+            return own[:-len(_OM_EOF)] + usage + _OM_EOF, content_type
+        return own + usage, content_type
+
+
+class _RegistryView(Collector):
+    """Shows one registry's metrics inside another (the self-metrics inside the full registry)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        return self.registry.collect()
 
 
 def build_exporter(config: Config, registry: CollectorRegistry | None = None,
                    prices: PriceTable | None = None) -> Exporter:
-    registry = registry or CollectorRegistry(auto_describe=False)
-    telemetry = Telemetry(registry)
+    """``registry`` gets every metric (for tests and embedding); /metrics renders the self-metrics
+    with prometheus-client and the usage series with the fast writer."""
+    self_registry = CollectorRegistry(auto_describe=False)
+    telemetry = Telemetry(self_registry)
     prices = prices or load_price_table(config.pricing_file)
     store = StateStore(config.storage_path, config.storage_sync)
     aggregator = Aggregator(config, prices, store, telemetry)
+    registry = registry or CollectorRegistry(auto_describe=False)
+    registry.register(_RegistryView(self_registry))
     registry.register(UsageCollector(aggregator))
     for name, tenant in config.tenants.items():
         if tenant.budget_usd_per_day is not None:
             telemetry.budget.labels(name).set(tenant.budget_usd_per_day)
     rate_limits = TenantRateLimits({name: t.rate_limit_events_per_second for name, t in config.tenants.items()})
-    return Exporter(config, registry, telemetry, prices, store, aggregator, TokenAuth(config), rate_limits)
+    return Exporter(config, registry, self_registry, telemetry, prices, store, aggregator, TokenAuth(config),
+                    rate_limits, FastUsageWriter(aggregator))
 
 
 def create_app(config: Config, registry: CollectorRegistry | None = None, prices: PriceTable | None = None,
@@ -289,8 +319,7 @@ def create_app(config: Config, registry: CollectorRegistry | None = None, prices
         return _json({"tenant": tenant, "errors": ex.aggregator.errors_of(tenant, limit)})
 
     async def metrics(request: Request) -> Response:
-        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-        data = await asyncio.get_running_loop().run_in_executor(None, encoder, ex.registry)
+        data, content_type = ex.render_metrics(request.headers.get("accept", ""))
         return Response(data, media_type=content_type)
 
     async def healthz(request: Request) -> Response:

@@ -332,6 +332,7 @@ def create_app(config: Config, registry: CollectorRegistry | None = None, prices
 
     async def index(request: Request) -> Response:
         return _json({"name": "llm-usage-exporter", "metrics": "/metrics", "ingest": "POST /v1/events",
+                      "otlp": "POST /v1/otlp/v1/traces",
                       "customers": "/v1/tenants/{tenant}/customers", "errors": "/v1/tenants/{tenant}/errors",
                       "health": ["/healthz", "/readyz"]})
 
@@ -354,9 +355,12 @@ def create_app(config: Config, registry: CollectorRegistry | None = None, prices
                 ex.aggregator.checkpoint()  # a faster next start; the log alone would be enough
             ex.store.close()
 
+    from .otlp import make_otlp_route  # otlp builds on this module's HTTPProblem and read_body
+
     routes = [
         Route("/", index),
         Route("/v1/events", post_events, methods=["POST"]),
+        make_otlp_route(ex),
         Route("/v1/tenants/{tenant}/customers", get_customers),
         Route("/v1/tenants/{tenant}/errors", get_errors),
         Route("/metrics", metrics),

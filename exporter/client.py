@@ -102,18 +102,19 @@ class UsageClient:
                       **extra: Any) -> None:
         """Record an OpenAI Chat Completions / Responses / Embeddings response given as a dict
         (``response.model_dump()``); ``extra`` adds or overrides event fields (``ttft_ms``, ``id``...)."""
-        operation = OPENAI_OPERATIONS.get(response.get("object"), "chat")
-        self._record_vendor("openai", response, tenant=tenant, customer=customer, duration_ms=duration_ms,
-                            operation=operation, **extra)
+        self._record_vendor("openai", response, {
+            "tenant": tenant, "customer": customer, "duration_ms": duration_ms,
+            "operation": OPENAI_OPERATIONS.get(response.get("object"), "chat"), **extra})
 
     def record_anthropic(self, message: Mapping[str, Any], *, tenant: str, customer: str, duration_ms: float,
                          **extra: Any) -> None:
         """Record an Anthropic Messages response given as a dict (``message.model_dump()``; for streams,
         the final message, whose usage is complete)."""
-        self._record_vendor("anthropic", message, tenant=tenant, customer=customer, duration_ms=duration_ms,
-                            **extra)
+        self._record_vendor("anthropic", message,
+                            {"tenant": tenant, "customer": customer, "duration_ms": duration_ms, **extra})
 
-    def _record_vendor(self, provider: str, response: Mapping[str, Any], **fields: Any) -> None:
+    def _record_vendor(self, provider: str, response: Mapping[str, Any], fields: dict[str, Any]) -> None:
+        """Model and usage from the vendor's response; ``fields`` (the caller's) win over both."""
         model = response.get("model")
         usage = map_usage(provider, response.get("usage"))
         problems = [] if isinstance(model, str) else ["model: is required"]
@@ -169,7 +170,11 @@ class UsageClient:
                     if not self._buffer:
                         continue
                     batch = [self._buffer.popleft() for _ in range(min(len(self._buffer), self.batch_size))]
-                self._deliver(batch)
+                try:
+                    self._deliver(batch)
+                except Exception:  # a bug here must not silently end all reporting: lose this batch only
+                    log.exception("dropping %d events: unexpected error while sending", len(batch))
+                    self._count(dropped=len(batch))
                 with self._cond:
                     self._pending -= len(batch)
                     self._cond.notify_all()

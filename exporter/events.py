@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Mapping
 
+from .vendor_usage import map_usage
+
 OPERATIONS = frozenset({"chat", "text_completion", "embeddings", "agent_run", "tool_call"})
 KNOWN_ERROR_TYPES = frozenset({"timeout", "rate_limited", "server_error", "invalid_request", "content_filter", "auth"})
 OTHER_ERROR_TYPE = "_OTHER"
@@ -174,7 +176,14 @@ def validate_event(raw: Any, now: float, limits: Limits) -> Event | list[FieldEr
     """Parse one raw event. Returns the :class:`Event` or every :class:`FieldError` found."""
     if not isinstance(raw, Mapping):
         return [FieldError("", "event must be a JSON object")]
+    usage_errors: list[FieldError] = []
+    if raw.get("usage_format") is not None:  # a vendor usage object instead of token fields
+        mapped = map_usage(raw["usage_format"], raw.get("usage"))
+        if isinstance(mapped, list):  # report the usage errors, not also "input_tokens is required"
+            usage_errors, mapped = [FieldError(f, m) for f, m in mapped], {"input_tokens": 0, "output_tokens": 0}
+        raw = {**raw, **mapped}
     r = _Reader(raw, limits.max_label_length)
+    r.errors.extend(usage_errors)
 
     event_id = raw.get("id")
     if event_id is None:
@@ -262,7 +271,7 @@ def fast_validate(raw: Any, now: float, limits: Limits) -> Event | None:
     the authority and explains every problem. A property test checks that whenever this returns an
     Event, :func:`validate_event` returns the same Event.
     """
-    if type(raw) is not dict:
+    if type(raw) is not dict or "usage_format" in raw:
         return None
     get = raw.get
     event_id, timestamp, status = get("id"), get("timestamp"), get("status")

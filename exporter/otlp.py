@@ -32,7 +32,7 @@ from starlette.routing import Route
 
 from .aggregate import IngestResult
 from .app import HTTPProblem, read_body
-from .events import KNOWN_ERROR_TYPES
+from .events import KNOWN_ERROR_TYPES, OTHER_ERROR_TYPE
 from .store import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -127,7 +127,7 @@ def span_to_event(span: Span, resource: Mapping[str, Any], tenant_attribute: str
     error_type = attrs.get("error.type")
     if error_type is not None or span.status.code == Status.STATUS_CODE_ERROR:
         event["status"] = "error"
-        event["error_type"] = _error_type(str(error_type)) if error_type is not None else "_OTHER"
+        event["error_type"] = _error_type(str(error_type)) if error_type is not None else OTHER_ERROR_TYPE
         if span.status.message:
             event["error_message"] = span.status.message
     return event

@@ -152,3 +152,18 @@ def test_unknown_fields_ignored_and_all_errors_reported():
 
 def test_non_object_event():
     assert validate_event([1, 2], NOW, LIMITS) == [FieldError("", "event must be a JSON object")]
+
+
+def test_vendor_usage_objects_replace_token_fields():
+    openai = good(input_tokens=..., output_tokens=..., usage_format="openai", usage={
+        "prompt_tokens": 1200, "completion_tokens": 300, "prompt_tokens_details": {"cached_tokens": 1000},
+        "completion_tokens_details": {"reasoning_tokens": 200}})
+    event = validate_event(openai, NOW, LIMITS)
+    assert (event.input_tokens, event.cache_read_tokens, event.output_tokens, event.reasoning_tokens) == (
+        1200, 1000, 300, 200)
+    anthropic = good(input_tokens=5, usage_format="anthropic", usage={
+        "input_tokens": 100, "cache_read_input_tokens": 900, "cache_creation_input_tokens": 50, "output_tokens": 20})
+    event = validate_event(anthropic, NOW, LIMITS)
+    assert (event.input_tokens, event.cache_read_tokens, event.cache_write_tokens) == (1050, 900, 50)
+    bad = validate_event(good(usage_format="gemini", usage={}), NOW, LIMITS)
+    assert {e.field for e in bad} == {"usage_format"}

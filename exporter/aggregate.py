@@ -15,11 +15,11 @@ from functools import partial
 from collections import deque
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from . import metrics as m
 from .config import Config
-from .events import Event, FieldError, Limits, fast_validate, validate_event
+from .events import Event, FieldError, Limits, convert_batch, validate_event
 from .pricing import ModelPrice, PriceTable
 from .store import Checkpoint, StateStore, StoreUnavailable
 from .telemetry import Telemetry
@@ -43,6 +43,7 @@ class IngestResult:
     duplicates: int = 0
     rejected: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
+    rejection_reasons: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected,
@@ -281,37 +282,55 @@ class Aggregator:
         return tenant_label, customer_label, model_label, provider_label, tuple(overflow)
 
     def ingest(self, raw_events: Sequence[Any], source: str, now: float | None = None) -> IngestResult:
-        """Validate, dedupe, price and count ``raw_events``; raises StoreUnavailable (nothing counted)."""
+        """Validate, dedupe, price and count ``raw_events``; raises StoreUnavailable (nothing counted).
+
+        A batch that is valid as a whole takes the fast path (msgspec converts and type-checks it in
+        C); otherwise every event is validated on its own so each problem is reported."""
         now = time.time() if now is None else now
+        events = convert_batch(raw_events, now, self.limits)
+        if events is not None:
+            return self.ingest_valid(events, source, now)
         result = IngestResult()
-        limits, prices, dedupe_seen = self.limits, self.prices, self.dedupe.seen
-        label_cache = self._labels
+        return self._accumulate(self._validate_each(raw_events, now, result), result, source, now)
+
+    def ingest_valid(self, events: list[Event], source: str, now: float) -> IngestResult:
+        """Count events already validated by :func:`exporter.events.decode_batch` / ``convert_batch``."""
+        return self._accumulate(events, IngestResult(), source, now)
+
+    def _validate_each(self, raw_events: Sequence[Any], now: float, result: IngestResult) -> Iterator[Event]:
+        """The valid events of a mixed batch; the others become errors and rejections in ``result``."""
+        limits = self.limits
+        for index, raw in enumerate(raw_events):
+            event = validate_event(raw, now, limits)
+            if type(event) is Event:
+                yield event
+                continue
+            result.rejected += 1
+            result.rejection_reasons.append(_rejection_reason(event))  # type: ignore[arg-type]
+            event_id = raw.get("id") if isinstance(raw, dict) else None
+            for error in event:  # type: ignore[union-attr]
+                result.errors.append({"index": index, "id": event_id if isinstance(event_id, str) else None,
+                                      "field": error.field, "message": error.message})
+
+    def _accumulate(self, events: Iterable[Event], result: IngestResult, source: str, now: float) -> IngestResult:
+        prices, dedupe_seen, label_cache = self.prices, self.dedupe.seen, self._labels
         groups: dict[tuple[Any, ...], list[Any]] = {}
         observations: dict[tuple[str, str, str, str], tuple[list[float], ...]] = {}
         new_keys: dict[str, float] = {}
         overflow: list[str] = []
         unpriced: list[str] = []
-        rejections: list[str] = []
         new_errors: list[tuple[str, dict[str, Any]]] = []
 
-        for index, raw in enumerate(raw_events):
-            event = fast_validate(raw, now, limits) or validate_event(raw, now, limits)
-            if type(event) is not Event:
-                result.rejected += 1
-                rejections.append(_rejection_reason(event))  # type: ignore[arg-type]
-                event_id = raw.get("id") if isinstance(raw, dict) else None
-                for error in event:  # type: ignore[union-attr]
-                    result.errors.append({"index": index, "id": event_id if isinstance(event_id, str) else None,
-                                          "field": error.field, "message": error.message})
-                continue
+        for event in events:
             key = f"{event.tenant}\x00{event.id}"
             if key in dedupe_seen or key in new_keys:
                 result.duplicates += 1
                 continue
             new_keys[key] = now
             result.accepted += 1
+            timestamp: float = event.timestamp  # type: ignore[assignment]
 
-            price = prices.lookup(event.model, event.timestamp)
+            price = prices.lookup(event.model, timestamp)
             cache_key = (event.tenant, event.customer, event.model, event.provider)
             labels = label_cache.get(cache_key)
             if labels is None:
@@ -332,34 +351,37 @@ class Aggregator:
                     else:
                         micros = price.cost_micros(event)
 
+            input_tokens, output_tokens = event.input_tokens, event.output_tokens
             group_key = (tenant, customer, model, provider, event.operation, event.status, event.error_type)
             acc = groups.get(group_key)
             if acc is None:
                 acc = groups[group_key] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0]
             acc[_N] += 1
-            acc[_IN] += event.input_tokens
-            acc[_OUT] += event.output_tokens
+            acc[_IN] += input_tokens
+            acc[_OUT] += output_tokens
             acc[_CR] += event.cache_read_tokens
             acc[_CW] += event.cache_write_tokens
             acc[_RS] += event.reasoning_tokens
             acc[_MICROS] += micros
             acc[_LLM] += event.llm_calls
             acc[_TOOL] += event.tool_calls
-            if event.timestamp > acc[_TS]:
-                acc[_TS] = event.timestamp
+            if timestamp > acc[_TS]:
+                acc[_TS] = timestamp
             obs_key = (tenant, model, provider, event.operation)
             obs = observations.get(obs_key)
             if obs is None:
                 obs = observations[obs_key] = ([], [], [], [])
-            obs[_DUR].append(event.duration_s)
-            if event.ttft_s is not None:
-                obs[_TTFT].append(event.ttft_s)
-                if event.output_tokens > 1:
-                    obs[_TPOT].append((event.duration_s - event.ttft_s) / (event.output_tokens - 1))
-            obs[_TOKS].append(event.input_tokens)
-            obs[_TOKS].append(event.output_tokens)
+            duration = event.duration_ms / 1000.0
+            obs[_DUR].append(duration)
+            if event.ttft_ms is not None:
+                ttft = event.ttft_ms / 1000.0
+                obs[_TTFT].append(ttft)
+                if output_tokens > 1:  # type: ignore[operator]
+                    obs[_TPOT].append((duration - ttft) / (output_tokens - 1))  # type: ignore[operator]
+            obs[_TOKS].append(input_tokens)
+            obs[_TOKS].append(output_tokens)
             if event.status == "error":
-                new_errors.append((tenant, {"timestamp": event.timestamp, "customer": customer, "model": model,
+                new_errors.append((tenant, {"timestamp": timestamp, "customer": customer, "model": model,
                                             "error_type": event.error_type, "error_message": event.error_message}))
 
         if new_keys:
@@ -377,7 +399,7 @@ class Aggregator:
             self._count_dedupe(len(new_keys), added, evicted, by_size)
             if time.monotonic() - self._last_checkpoint >= self.checkpoint_every:
                 self._checkpoint_quietly()
-        self._count(result, source, rejections, overflow, unpriced, new_errors)
+        self._count(result, source, overflow, unpriced, new_errors)
         return result
 
     def _checkpoint_quietly(self) -> None:
@@ -455,15 +477,15 @@ class Aggregator:
         if by_age:
             self.telemetry.dedupe_evictions.labels("age").inc(by_age)
 
-    def _count(self, result: IngestResult, source: str, rejections: list[str], overflow: list[str],
-               unpriced: list[str], new_errors: list[tuple[str, dict[str, Any]]]) -> None:
+    def _count(self, result: IngestResult, source: str, overflow: list[str], unpriced: list[str],
+               new_errors: list[tuple[str, dict[str, Any]]]) -> None:
         t = self.telemetry
         t.store_up.set(1 if self.store.healthy else 0)
         for result_name, count in (("accepted", result.accepted), ("duplicate", result.duplicates),
                                    ("rejected", result.rejected)):
             if count:
                 t.events.labels(source, result_name).inc(count)
-        for reason in rejections:
+        for reason in result.rejection_reasons:
             t.rejections.labels(reason).inc()
         for label in overflow:
             t.overflow.labels(label).inc()

@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .aggregate import Aggregator
 from .config import Config
+from .events import decode_batch
 from .exposition import FastUsageWriter, UsageCollector
 from .pricing import PriceTable, load_price_table
 from .ratelimit import TenantRateLimits
@@ -123,7 +124,7 @@ def _loads(data: bytes) -> Any:
 
 def parse_events(body: bytes, content_type: str, max_events: int) -> list[Any]:
     """Decode a JSON ``{"events": [...]}`` or NDJSON body into raw event objects (400/413/415)."""
-    media = content_type.split(";", 1)[0].strip().lower()
+    media = _media(content_type)
     if media not in JSON_TYPES and media not in NDJSON_TYPES:
         raise HTTPProblem(415, "unsupported_media_type",
                           "Content-Type must be application/json or application/x-ndjson")
@@ -150,14 +151,17 @@ def parse_events(body: bytes, content_type: str, max_events: int) -> list[Any]:
     return events
 
 
-def _tenant_counts(events: list[Any]) -> dict[str, int]:
+def _tenant_counts(tenants: Iterable[Any]) -> dict[str, int]:
     """Events per tenant named in the batch (malformed tenants are left to per-event validation)."""
     counts: dict[str, int] = {}
-    for event in events:
-        tenant = event.get("tenant") if isinstance(event, dict) else None
+    for tenant in tenants:
         if isinstance(tenant, str):
             counts[tenant] = counts.get(tenant, 0) + 1
     return counts
+
+
+def _media(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
 
 
 class MetricsMiddleware:
@@ -257,13 +261,24 @@ def create_app(config: Config, registry: CollectorRegistry | None = None, prices
         try:
             tenant = ex.auth.tenant_for(request)
             body = await read_body(request, config.web_max_body_bytes)
-            events = parse_events(body, request.headers.get("content-type", ""), config.web_max_batch_events)
+            now = time.time()
+            content_type = request.headers.get("content-type", "")
+            valid = decode_batch(body, now, ex.aggregator.limits) if _media(content_type) in JSON_TYPES else None
+            if valid is not None:
+                raw: list[Any] = []
+                counts = _tenant_counts(e.tenant for e in valid)
+                if len(valid) > config.web_max_batch_events:
+                    raise HTTPProblem(413, "too_large", f"{len(valid)} events exceed the batch limit of "
+                                                        f"{config.web_max_batch_events}")
+            else:
+                raw = parse_events(body, content_type, config.web_max_batch_events)
+                counts = _tenant_counts(e.get("tenant") for e in raw if isinstance(e, dict))
             if tenant is not None:
-                foreign = set(_tenant_counts(events)) - {tenant}
+                foreign = set(counts) - {tenant}
                 if foreign:
                     raise HTTPProblem(403, "forbidden", f"token of tenant {tenant!r} cannot write tenant(s) "
                                                         f"{sorted(foreign)[:5]}")
-            retry_after = ex.rate_limits.admit(_tenant_counts(events)) if ex.rate_limits.buckets else 0
+            retry_after = ex.rate_limits.admit(counts) if ex.rate_limits.buckets else 0
             if retry_after:
                 raise HTTPProblem(429, "rate_limited", f"tenant rate limit exceeded; retry in {retry_after}s",
                                   {"Retry-After": str(retry_after)})
@@ -271,7 +286,10 @@ def create_app(config: Config, registry: CollectorRegistry | None = None, prices
                 raise HTTPProblem(503, "store_unavailable", ex.store.last_error or "state store unavailable",
                                   {"Retry-After": "5"})
             try:
-                result = ex.aggregator.ingest(events, "api")
+                if valid is not None:
+                    result = ex.aggregator.ingest_valid(valid, "api", now)
+                else:
+                    result = ex.aggregator.ingest(raw, "api", now)
             except StoreUnavailable as exc:
                 raise HTTPProblem(503, "store_unavailable", f"{exc}; nothing from this request was counted",
                                   {"Retry-After": "5"}) from None

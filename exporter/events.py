@@ -11,7 +11,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Annotated, Any, Literal, Mapping
+
+import msgspec
 
 from .vendor_usage import map_usage
 
@@ -24,33 +26,52 @@ MAX_TOKENS = 10**10  # far above any context window; keeps one typo from dwarfin
 MAX_COST_USD = 10**6
 MAX_DURATION_MS = 7 * 86400 * 1000.0
 MAX_CALLS = 10**6
+MAX_LABEL_LENGTH = 1024  # hard ceiling; limits.max-label-length (default 128) is checked on top
 
 
-@dataclass(slots=True)
-class Event:
-    """A validated event; durations in seconds, tokens as ints, cost None until priced."""
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
+_Label = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_LABEL_LENGTH)]
+_Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS)]
+_Calls = Annotated[int, msgspec.Meta(ge=0, le=MAX_CALLS)]
+_Millis = Annotated[float, msgspec.Meta(ge=0, le=MAX_DURATION_MS)]
 
-    id: str
-    timestamp: float
-    tenant: str
-    customer: str
-    model: str
-    provider: str | None
-    operation: str
-    input_tokens: int
-    output_tokens: int
-    cache_read_tokens: int
-    cache_write_tokens: int
-    reasoning_tokens: int
-    cost_usd: float | None
-    duration_s: float
-    ttft_s: float | None
-    status: str
-    error_type: str | None
-    error_message: str | None
-    llm_calls: int
-    tool_calls: int
-    sku: str | None
+
+class Event(msgspec.Struct):
+    """One event, with the API's field names. msgspec decodes and type-checks whole batches into it
+    in C (the fast path); :func:`validate_event` builds it field by field when a batch needs
+    per-event errors (the slow path). Validated events have a float ``timestamp`` and a
+    normalised ``error_type``."""
+
+    id: _Id
+    timestamp: float | str
+    tenant: _Label
+    customer: _Label
+    model: _Label
+    duration_ms: _Millis
+    status: Literal["ok", "error"]
+    input_tokens: _Count | None = None
+    output_tokens: _Count | None = None
+    cache_read_tokens: _Count = 0
+    cache_write_tokens: _Count = 0
+    reasoning_tokens: _Count = 0
+    provider: _Label | None = None
+    operation: Literal["chat", "text_completion", "embeddings", "agent_run", "tool_call"] = "chat"
+    cost_usd: Annotated[float, msgspec.Meta(ge=0, le=MAX_COST_USD)] | None = None
+    ttft_ms: _Millis | None = None
+    error_type: _Label | None = None
+    error_message: str | None = None
+    llm_calls: _Calls = 0
+    tool_calls: _Calls = 0
+    sku: _Label | None = None
+    usage_format: Any = None  # present → the slow path maps the vendor usage object
+
+
+class _Batch(msgspec.Struct):
+    events: list[Event]
+
+
+_BATCH_DECODER = msgspec.json.Decoder(_Batch)
+_EVENT_LIST = list[Event]
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,86 +275,69 @@ def validate_event(raw: Any, now: float, limits: Limits) -> Event | list[FieldEr
         id=event_id, timestamp=timestamp, tenant=tenant, customer=customer, model=model,  # type: ignore[arg-type]
         provider=provider, operation=operation, input_tokens=input_tokens, output_tokens=output_tokens,
         cache_read_tokens=cache_read, cache_write_tokens=cache_write, reasoning_tokens=reasoning,
-        cost_usd=cost, duration_s=duration_ms / 1000.0, ttft_s=None if ttft_ms is None else ttft_ms / 1000.0,  # type: ignore[operator]
+        cost_usd=cost, duration_ms=float(duration_ms), ttft_ms=ttft_ms,  # type: ignore[arg-type]
         status=status, error_type=error_type,
         error_message=message[:MAX_ERROR_MESSAGE] if message else None,
         llm_calls=llm_calls, tool_calls=tool_calls, sku=sku,
     )
 
 
-_OPTIONAL_COUNTS = ("cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "llm_calls", "tool_calls")
+def _finish(events: list[Event], now: float, limits: Limits) -> bool:
+    """The checks msgspec's types cannot express, applied in place; False sends the whole batch to
+    the per-event slow path (which explains every problem)."""
+    lowest, highest, max_label = now - limits.max_age_s, now + limits.max_future_s, limits.max_label_length
+    for event in events:
+        timestamp = event.timestamp
+        if type(timestamp) is str:
+            try:
+                timestamp = event.timestamp = parse_timestamp(timestamp)
+            except ValueError:
+                return False
+        elif not timestamp <= 1e11:
+            return False
+        input_tokens, output_tokens, ttft_ms = event.input_tokens, event.output_tokens, event.ttft_ms
+        tenant, customer, model = event.tenant, event.customer, event.model
+        cost = event.cost_usd
+        if (input_tokens is None or output_tokens is None or event.usage_format is not None
+                or not lowest <= timestamp <= highest or not 0 <= event.duration_ms <= MAX_DURATION_MS
+                or cost is not None and not 0 <= cost <= MAX_COST_USD
+                or len(tenant) > max_label or tenant.isspace() or len(customer) > max_label or customer.isspace()
+                or len(model) > max_label or model.isspace()
+                or event.cache_read_tokens + event.cache_write_tokens > input_tokens
+                or event.reasoning_tokens > output_tokens
+                or ttft_ms is not None and not 0 <= ttft_ms <= event.duration_ms):
+            return False
+        for optional in (event.provider, event.sku):
+            if optional is not None and (len(optional) > max_label or optional.isspace()):
+                return False
+        if event.status == "error":
+            error_type = event.error_type
+            if error_type is None or len(error_type) > max_label or error_type.isspace():
+                return False
+            if error_type not in KNOWN_ERROR_TYPES:
+                event.error_type = OTHER_ERROR_TYPE
+        else:
+            event.error_type = None  # only failed requests carry a type
+        message = event.error_message
+        if message is not None:
+            event.error_message = message[:MAX_ERROR_MESSAGE] or None
+    return True
 
 
-def fast_validate(raw: Any, now: float, limits: Limits) -> Event | None:
-    """The common case in straight-line code: an Event when ``raw`` is plainly valid, else None.
+def decode_batch(body: bytes, now: float, limits: Limits) -> list[Event] | None:
+    """A JSON ``{"events": [...]}`` body whose every event is valid, decoded and checked in one go;
+    None when anything needs a closer look (then parse the body and validate event by event)."""
+    try:
+        events = _BATCH_DECODER.decode(body).events
+    except (msgspec.MsgspecError, ValueError):  # ValueError: invalid UTF-8 inside a string
+        return None
+    return events if _finish(events, now, limits) else None
 
-    None means "not sure", never "invalid": the caller then runs :func:`validate_event`, which is
-    the authority and explains every problem. A property test checks that whenever this returns an
-    Event, :func:`validate_event` returns the same Event.
-    """
-    if type(raw) is not dict or "usage_format" in raw:
+
+def convert_batch(raw_events: Any, now: float, limits: Limits) -> list[Event] | None:
+    """The same fast path for already-parsed events (simulator, NDJSON, OTLP)."""
+    try:
+        events = msgspec.convert(raw_events, _EVENT_LIST)
+    except (msgspec.MsgspecError, TypeError, ValueError):
         return None
-    get = raw.get
-    event_id, timestamp, status = get("id"), get("timestamp"), get("status")
-    tenant, customer, model = get("tenant"), get("customer"), get("model")
-    input_tokens, output_tokens, duration_ms = get("input_tokens"), get("output_tokens"), get("duration_ms")
-    max_label = limits.max_label_length
-    if (type(event_id) is not str or not 0 < len(event_id) <= MAX_ID_LENGTH
-            or type(tenant) is not str or not 0 < len(tenant) <= max_label or tenant.isspace()
-            or type(customer) is not str or not 0 < len(customer) <= max_label or customer.isspace()
-            or type(model) is not str or not 0 < len(model) <= max_label or model.isspace()
-            or type(input_tokens) is not int or not 0 <= input_tokens <= MAX_TOKENS
-            or type(output_tokens) is not int or not 0 <= output_tokens <= MAX_TOKENS):
-        return None
-    kind = type(timestamp)
-    if kind is str:
-        try:
-            timestamp = parse_timestamp(timestamp)
-        except ValueError:
-            return None
-    elif (kind is not float and kind is not int) or not 0 <= timestamp <= 1e11:
-        return None
-    if not now - limits.max_age_s <= timestamp <= now + limits.max_future_s:
-        return None
-    kind = type(duration_ms)
-    if (kind is not float and kind is not int) or not 0 <= duration_ms <= MAX_DURATION_MS:
-        return None
-    counts = [0, 0, 0, 0, 0]
-    for i, name in enumerate(_OPTIONAL_COUNTS):
-        value = get(name)
-        if value is not None:
-            if type(value) is not int or value < 0 or value > (MAX_CALLS if i > 2 else MAX_TOKENS):
-                return None
-            counts[i] = value
-    if counts[0] + counts[1] > input_tokens or counts[2] > output_tokens:
-        return None
-    ttft_ms = get("ttft_ms")
-    if ttft_ms is not None and ((type(ttft_ms) is not float and type(ttft_ms) is not int)
-                                or not 0 <= ttft_ms <= duration_ms):
-        return None
-    cost = get("cost_usd")
-    if cost is not None and ((type(cost) is not float and type(cost) is not int) or not 0 <= cost <= MAX_COST_USD):
-        return None
-    operation = get("operation", "chat")
-    if type(operation) is not str:
-        return None
-    provider, sku, message = get("provider"), get("sku"), get("error_message")
-    if (operation not in OPERATIONS
-            or provider is not None and (type(provider) is not str or not 0 < len(provider) <= max_label
-                                         or provider.isspace())
-            or sku is not None and (type(sku) is not str or not 0 < len(sku) <= max_label or sku.isspace())
-            or message is not None and type(message) is not str):
-        return None
-    error_type = None
-    if status == "error":
-        error_type = get("error_type")
-        if type(error_type) is not str or not 0 < len(error_type) <= max_label or error_type.isspace():
-            return None
-        if error_type not in KNOWN_ERROR_TYPES:
-            error_type = OTHER_ERROR_TYPE
-    elif status != "ok":
-        return None
-    return Event(event_id, float(timestamp), tenant, customer, model, provider, operation, input_tokens, output_tokens,
-                 counts[0], counts[1], counts[2], None if cost is None else float(cost), duration_ms / 1000.0,
-                 None if ttft_ms is None else ttft_ms / 1000.0, status, error_type,
-                 message[:MAX_ERROR_MESSAGE] if message else None, counts[3], counts[4], sku)
+    return events if _finish(events, now, limits) else None

@@ -57,8 +57,8 @@ class ModelPrice:
 
     def cost_micros(self, event: Event) -> int:
         """The contract formula, rounded to 1e-6 USD, then the billing rules (round, then minimum)."""
-        plain_input = event.input_tokens - event.cache_read_tokens - event.cache_write_tokens
-        plain_output = event.output_tokens - event.reasoning_tokens
+        plain_input = event.input_tokens - event.cache_read_tokens - event.cache_write_tokens  # type: ignore[operator]
+        plain_output = event.output_tokens - event.reasoning_tokens  # type: ignore[operator]
         # tokens × USD per million tokens = micro-dollars
         micros = round(plain_input * self.input + event.cache_read_tokens * self.cache_read
                        + event.cache_write_tokens * self.cache_write + plain_output * self.output

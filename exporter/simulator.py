@@ -13,6 +13,7 @@ import logging
 import math
 import random
 import time
+from itertools import accumulate
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -113,8 +114,9 @@ def load_scenario(name: str) -> Scenario:
         tenants.append(TenantProfile(
             name=tenant, weight=float(spec["weight"]),
             customers=tuple(f"{tenant}-cust-{i:03d}" for i in range(1, count + 1)),
-            customer_weights=tuple(1.0 / (i ** s) for i in range(1, count + 1)),  # Zipf: a few whales
-            models=tuple(spec["models"]), model_weights=tuple(float(w) for w in spec["models"].values()),
+            # Cumulative weights (random.choices would re-add them on every draw). Zipf: a few whales.
+            customer_weights=tuple(accumulate(1.0 / (i ** s) for i in range(1, count + 1))),
+            models=tuple(spec["models"]), model_weights=tuple(accumulate(float(w) for w in spec["models"].values())),
         ))
     return Scenario(name=name, tenants=tuple(tenants), models=models,
                     **{key: float(doc[key]) for key in _SCALARS if key in doc})
@@ -158,7 +160,7 @@ class Simulator:
         self.run_id = run_id or str(seed)
         self.ledger = ledger
         self.counter = 0
-        self._tenant_weights = [t.weight for t in scenario.tenants]
+        self._tenant_weights = list(accumulate(t.weight for t in scenario.tenants))
         self._slots: dict[int, tuple[float, float, float, float, str]] = {}
 
     # --- shape of traffic over time -------------------------------------------------------------
@@ -211,7 +213,8 @@ class Simulator:
             k += 1
 
     def _lognormal(self, median: float, sigma: float) -> int:
-        return max(0, int(self.rng.lognormvariate(math.log(max(median, 1.0)), sigma))) if median > 0 else 0
+        """Log-normal around ``median`` (gauss is the fastest normal draw in ``random``)."""
+        return int(math.exp(self.rng.gauss(math.log(max(median, 1.0)), sigma))) if median > 0 else 0
 
     def events_between(self, start: float, end: float, stamp: float | None = None) -> list[dict[str, Any]]:
         """Events for the simulated window [start, end). Timestamps are simulated time, or ``stamp``
@@ -231,9 +234,9 @@ class Simulator:
 
     def event(self, sim_t: float, stamp: float) -> dict[str, Any]:
         s, rng = self.scenario, self.rng
-        tenant = rng.choices(s.tenants, self._tenant_weights)[0]
-        customer = rng.choices(tenant.customers, tenant.customer_weights)[0]
-        model = s.models[rng.choices(tenant.models, tenant.model_weights)[0]]
+        tenant = rng.choices(s.tenants, cum_weights=self._tenant_weights)[0]
+        customer = rng.choices(tenant.customers, cum_weights=tenant.customer_weights)[0]
+        model = s.models[rng.choices(tenant.models, cum_weights=tenant.model_weights)[0]]
         incident = self._active(sim_t, 2) == model.name
         burst = self._active(sim_t, 0) is not None
         agent = model.operation == "chat" and rng.random() < s.agent_share

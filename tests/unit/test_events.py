@@ -27,8 +27,8 @@ def fields_of(result) -> set[str]:
 def test_minimal_event_is_valid_with_defaults():
     event = validate_event(good(), NOW, LIMITS)
     assert isinstance(event, Event)
-    assert (event.operation, event.provider, event.cost_usd, event.ttft_s) == ("chat", None, None, None)
-    assert event.duration_s == 1.5 and event.input_tokens == 100 and event.output_tokens == 20
+    assert (event.operation, event.provider, event.cost_usd, event.ttft_ms) == ("chat", None, None, None)
+    assert event.duration_ms == 1500 and event.input_tokens == 100 and event.output_tokens == 20
 
 
 @pytest.mark.parametrize("field", ["id", "timestamp", "tenant", "customer", "model", "duration_ms", "status"])
@@ -124,7 +124,7 @@ def test_bad_numbers(field, value):
 
 def test_ttft_cannot_exceed_duration():
     assert "ttft_ms" in fields_of(validate_event(good(ttft_ms=2000), NOW, LIMITS))
-    assert validate_event(good(ttft_ms=250), NOW, LIMITS).ttft_s == 0.25
+    assert validate_event(good(ttft_ms=250), NOW, LIMITS).ttft_ms == 250
 
 
 def test_status_and_error_type():

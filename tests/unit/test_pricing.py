@@ -14,7 +14,7 @@ TABLE = {"models": {"m": {"provider": "openai", "input": 2.0, "output": 8.0, "ca
 def event(**kw) -> Event:
     base = dict(id="e", timestamp=1_790_000_000.0, tenant="t", customer="c", model="m", provider=None,
                 operation="chat", input_tokens=0, output_tokens=0, cache_read_tokens=0, cache_write_tokens=0,
-                reasoning_tokens=0, cost_usd=None, duration_s=1.0, ttft_s=None, status="ok", error_type=None,
+                reasoning_tokens=0, cost_usd=None, duration_ms=1000.0, ttft_ms=None, status="ok", error_type=None,
                 error_message=None, llm_calls=0, tool_calls=0, sku=None)
     base.update(kw)
     return Event(**base)

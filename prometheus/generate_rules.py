@@ -585,6 +585,12 @@ def validate(cfg: Any) -> list[str]:
             positive(f"{name}.min_request_rate")
             if warn is not None and crit is not None and warn >= crit:
                 errors.append(f"alerts.{name}: warning.ratio must be below critical.ratio")
+            try:
+                if duration_seconds(alerts[name]["warning"]["for"]) < duration_seconds(alerts[name]["critical"]["for"]):
+                    errors.append(f"alerts.{name}: warning.for must not be shorter than critical.for (the critical "
+                                  "alert must fire first for Alertmanager to inhibit the warning)")
+            except (KeyError, TypeError, ValueError):
+                pass  # reported above
         else:
             duration(f"{name}.for")
     if "LLMExporterHighRejectionRatio" in present:

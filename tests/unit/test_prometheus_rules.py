@@ -229,6 +229,7 @@ def test_generator_check_detects_stale_file(tmp_path: Path) -> None:
         (("LLMTenantHighErrorRatio", "warning", "ratio"), 0.5, "warning.ratio must be below critical.ratio"),
         (("LLMExporterDown", "for"), "five minutes", "not a Prometheus duration"),
         (("LLMAgentHighFailureRatio", "ratio"), 0, "must be a number > 0"),
+        (("LLMModelHighErrorRatio", "warning", "for"), "1m", "warning.for must not be shorter than critical.for"),
     ],
 )
 def test_generator_rejects_bad_thresholds(path: tuple[str, ...], value: Any, message: str) -> None:

@@ -28,6 +28,9 @@ test: venv
 test-slow: venv
 	$(PY) -m pytest -q -m slow
 
+bench: venv
+	$(PY) bench/run.py
+
 dashboards: venv
 	$(PY) grafana/generate_dashboards.py
 

@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import hmac
 import json
-import logging
 import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Iterable
@@ -36,8 +35,6 @@ from .pricing import PriceTable, load_price_table
 from .ratelimit import TenantRateLimits
 from .store import StateStore, StoreUnavailable
 from .telemetry import Telemetry
-
-log = logging.getLogger("exporter")
 
 JSON_TYPES = ("application/json",)
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines")

@@ -25,7 +25,7 @@ queries use, computed from the queries themselves, so it cannot go stale.
 Conventions that the tests in ``tests/unit/test_dashboards_static.py`` enforce:
 
 * datasource is always ``${datasource}`` (a ``datasource`` template variable); the only fixed
-  datasource uid lives in ``grafana/provisioning/datasources/prometheus.yml``;
+  datasource uids live in ``grafana/provisioning/datasources/`` (prometheus.yml, victoriametrics.yml);
 * rates use ``$__rate_interval``; per-period spend uses ``1h``, ``1d`` or ``$__range`` and says so
   in its title; recording rules are used for "now" stats and gauges;
 * every numeric factor in a query (``* 3600``, ``1000 *``) is explained in the description;
@@ -67,6 +67,7 @@ RANGE = "$__range"
 # Recording rules the dashboards use (defined in prometheus/rules/recording.yml).
 RECORDING_RULES = (
     "tenant:llm_cost_usd:increase1d",
+    "tenant:llm_budget_limit_usd:max",
     "tenant_customer:llm_cost_usd:increase1d",
     "tenant:llm_budget_used_ratio:increase1d",
     "tenant:llm_agent_success_ratio:rate1h",
@@ -813,13 +814,15 @@ def overview(lim: Limits) -> dict[str, Any]:
     f = (TENANT, MODEL)
     g = Grid()
     g.row("Spend and budget")
+    # tenant:llm_budget_limit_usd:max, not the raw gauge: every exporter replica exposes the budget.
     budget_ratio = (f"sum(tenant:llm_cost_usd:increase1d{{{TENANT}}} and on (tenant) "
-                    f"(llm_budget_limit_usd{{{TENANT}}} > 0)) / sum(llm_budget_limit_usd{{{TENANT}}} > 0)")
+                    f"(tenant:llm_budget_limit_usd:max{{{TENANT}}} > 0)) / "
+                    f"sum(tenant:llm_budget_limit_usd:max{{{TENANT}}} > 0)")
     g.line(
         6,
         (no_value(NO_BUDGET, gauge("Spend in the last 24 h vs daily budget",
                "Spend over the last 24 hours (rolling) as a share of the daily budget, summed over the selected "
-               "tenants that have a budget configured (`llm_budget_limit_usd`). Orange and red at the "
+               "tenants that have a budget configured (`llm_budget_limit_usd`, max over exporter replicas). Orange and red at the "
                "thresholds of the LLMTenantBudgetNearlyExhausted and LLMTenantBudgetExceeded alerts. "
                "Comes from a recording rule, so it ignores the model filter.",
                [Q(budget_ratio, "budget used", instant=True)], "percentunit",
@@ -828,7 +831,7 @@ def overview(lim: Limits) -> dict[str, Any]:
               "Left: spend over the last 24 hours (rolling) of the selected tenants, from the recording rule "
               "`tenant:llm_cost_usd:increase1d`. Right: the sum of their daily budgets. Ignores the model filter.",
               [Q(f"sum(tenant:llm_cost_usd:increase1d{{{TENANT}}})", "spend, last 24 h", instant=True),
-               Q(f"sum(llm_budget_limit_usd{{{TENANT}}})", "daily budget", instant=True)],
+               Q(f"sum(tenant:llm_budget_limit_usd:max{{{TENANT}}})", "daily budget", instant=True)],
               "currencyUSD", decimals=2), 6),
         (stat("Spend (selected range)",
               "Spend of the selected tenants and models over the whole time range picked at the top right.",

@@ -3,13 +3,15 @@
 #   make test       the whole suite (unit, promtool, real Prometheus integration); < 10 min
 #   make test-slow  long fuzz / soak / load tests
 #   make bench      benchmarks, side by side with a prometheus-client baseline
+#   make stack      exporter + Prometheus + Alertmanager from the Debian binaries (no Docker)
+#   make snapshot   re-render docs/snapshots/*.png from the dashboards' PromQL
 
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: venv run test test-slow bench dashboards rules lint stack clean
+.PHONY: venv run test test-slow bench soak dashboards rules stack stack-backfill snapshot clean
 
 venv: $(STAMP)
 
@@ -31,6 +33,16 @@ test-slow: venv
 bench: venv
 	$(PY) bench/run.py
 
+snapshot: venv
+	$(PY) -m pip install --quiet --disable-pip-version-check 'matplotlib==3.11.2'
+	$(PY) tools/snapshot.py
+
+stack: venv
+	tools/stack.sh
+
+stack-backfill: venv
+	tools/stack.sh --fresh --backfill 7
+
 dashboards: venv
 	$(PY) grafana/generate_dashboards.py
 
@@ -38,4 +50,4 @@ rules: venv
 	$(PY) prometheus/generate_rules.py
 
 clean:
-	rm -rf $(VENV) data .pytest_cache
+	rm -rf $(VENV) data .pytest_cache .stack

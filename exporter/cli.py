@@ -79,7 +79,8 @@ def backfill_command(args: argparse.Namespace, config: Config, prices: PriceTabl
     from .simulator import Ledger
 
     # Backfilled events are old by design: the ingest window must cover the whole history.
-    config = dataclasses.replace(config, ingest_max_age=(args.days + 1) * 86400,
+    # Offline, so no auth: configured tenants must not turn every other simulated tenant into __other__.
+    config = dataclasses.replace(config, auth_mode="off", ingest_max_age=(args.days + 1) * 86400,
                                  dedupe_max_age=max(config.dedupe_max_age, config.ingest_max_age))
     exporter = build_exporter(config, CollectorRegistry(auto_describe=False), prices)
     exporter.aggregator.load()

@@ -58,10 +58,12 @@ class LabelCaps:
         self.fixed_tenants = frozenset(config.tenants) if config.auth_required and config.tenants else None
         self.max_tenants = config.limits_max_tenants
         self.max_customers = config.limits_max_customers_per_tenant
+        self.max_combinations = config.limits_max_combinations_per_tenant
         self.max_unknown = config.limits_max_unknown_models
         self.prices = prices
         self.tenants: set[str] = set()
         self.customers: dict[str, set[str]] = {}
+        self.combinations: dict[str, set[tuple[str, str, str]]] = {}
         self.unknown_models: set[str] = set()
         self.unknown_providers: set[str] = set()
 
@@ -98,6 +100,21 @@ class LabelCaps:
             seen.add(value)
             return value
         overflow.append(label)
+        return OTHER
+
+    def combination(self, tenant: str, customer: str, model: str, provider: str, overflow: list[str]) -> str:
+        """The customer label, or ``__other__`` when the tenant already has its cap of
+        (customer, model, provider) combinations: each label is capped, and so is their product."""
+        seen = self.combinations.get(tenant)
+        if seen is None:
+            seen = self.combinations[tenant] = set()
+        combination = (customer, model, provider)
+        if combination in seen or customer == OTHER:
+            return customer
+        if len(seen) < self.max_combinations:
+            seen.add(combination)
+            return customer
+        overflow.append("series")
         return OTHER
 
     def model(self, value: str, overflow: list[str]) -> str:
@@ -222,7 +239,9 @@ class Aggregator:
             self._apply(record, replay=True)
         for tenant, customer in self.customers:
             self.caps.remember(tenant, customer)
-        for _tenant, _customer, model, provider in self.series[m.COST.name]:
+        for tenant, customer, model, provider in self.series[m.COST.name]:
+            if customer != OTHER:
+                self.caps.combinations.setdefault(tenant, set()).add((customer, model, provider))
             if model not in self.prices and model != OTHER:
                 self.caps.unknown_models.add(model)
             if provider not in KNOWN_PROVIDERS and provider not in self.prices.providers and provider != OTHER:
@@ -279,6 +298,7 @@ class Aggregator:
         customer_label = caps.customer(tenant_label, customer, overflow)
         model_label = price.model if price is not None else caps.model(model, overflow)
         provider_label = caps.provider(provider or (price.provider if price else None) or UNKNOWN_PROVIDER, overflow)
+        customer_label = caps.combination(tenant_label, customer_label, model_label, provider_label, overflow)
         return tenant_label, customer_label, model_label, provider_label, tuple(overflow)
 
     def ingest(self, raw_events: Sequence[Any], source: str, now: float | None = None) -> IngestResult:

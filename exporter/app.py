@@ -97,7 +97,8 @@ class TokenAuth:
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refusing with 413 as soon as it exceeds ``limit`` (never buffered past it)."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and (
+            len(declared) > 18 or int(declared) > limit):
         raise HTTPProblem(413, "too_large", f"body of {declared} bytes exceeds the limit of {limit} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():
@@ -116,7 +117,27 @@ def _loads(data: bytes) -> Any:
     except orjson.JSONDecodeError:
         def refuse(name: str) -> Any:
             raise ValueError(f"{name} is not valid JSON")
-        return json.loads(data, parse_constant=refuse)
+        document = json.loads(data.decode("utf-8"), parse_constant=refuse)
+        _refuse_lone_surrogates(document)
+        return document
+
+
+def _refuse_lone_surrogates(document: Any) -> None:
+    """The stdlib parser accepts ``\\ud800``-style lone surrogates, which no UTF-8 writer can emit
+    again (the state log, /metrics, the errors API): refuse the body like orjson does."""
+    stack = [document]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("a string holds a lone UTF-16 surrogate") from None
+        elif isinstance(value, dict):
+            stack.extend(value)
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
 
 
 def parse_events(body: bytes, content_type: str, max_events: int) -> list[Any]:
@@ -306,7 +327,7 @@ def create_app(config: Config, registry: CollectorRegistry | None = None, prices
 
     def _limit(request: Request, default: int, maximum: int) -> int:
         raw = request.query_params.get("limit", str(default))
-        if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 9) or not 1 <= int(raw) <= maximum:
             raise HTTPProblem(400, "bad_request", f"limit must be an integer from 1 to {maximum}")
         return int(raw)
 

@@ -126,6 +126,9 @@ OPTIONS: tuple[Option, ...] = (
            "How long an id is remembered; keep it >= ingest.max-age so every acceptable retry is caught.", "DURATION"),
     Option("limits.max-tenants", _positive_int, 100, "Distinct tenants kept when auth is off (rest become __other__).", "N"),
     Option("limits.max-customers-per-tenant", _positive_int, 1000, "Distinct customers per tenant (rest become __other__).", "N"),
+    Option("limits.max-combinations-per-tenant", _positive_int, 10_000,
+           "(customer, model, provider) combinations kept per tenant; new ones beyond it count under customer "
+           "__other__, so per-label caps cannot multiply into millions of series.", "N"),
     Option("limits.max-unknown-models", _positive_int, 50, "Distinct models missing from the price table (rest become __other__).", "N"),
     Option("limits.max-label-length", _positive_int, 128, "Longest tenant/customer/model/provider/error_type value.", "CHARS"),
     Option("errors.ring-size", _positive_int, 100, "Recent errors kept per tenant for /v1/tenants/{t}/errors.", "N"),
@@ -164,6 +167,7 @@ class Config:
     dedupe_max_age: float = 25 * 3600.0
     limits_max_tenants: int = 100
     limits_max_customers_per_tenant: int = 1000
+    limits_max_combinations_per_tenant: int = 10_000
     limits_max_unknown_models: int = 50
     limits_max_label_length: int = 128
     errors_ring_size: int = 100

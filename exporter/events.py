@@ -94,7 +94,7 @@ def parse_timestamp(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("must be an RFC 3339 string or Unix seconds")
     if isinstance(value, (int, float)):
-        number = float(value)
+        number = float(value) if isinstance(value, float) or abs(value) < 2**63 else math.inf
         if not math.isfinite(number) or number < 0:
             raise ValueError("must be a finite, non-negative number of Unix seconds")
         if number > 1e11:
@@ -329,7 +329,7 @@ def decode_batch(body: bytes, now: float, limits: Limits) -> list[Event] | None:
     None when anything needs a closer look (then parse the body and validate event by event)."""
     try:
         events = _BATCH_DECODER.decode(body).events
-    except (msgspec.MsgspecError, ValueError):  # ValueError: invalid UTF-8 inside a string
+    except (msgspec.MsgspecError, ValueError, RecursionError):  # invalid UTF-8; nesting in skipped fields
         return None
     return events if _finish(events, now, limits) else None
 
@@ -338,6 +338,6 @@ def convert_batch(raw_events: Any, now: float, limits: Limits) -> list[Event] | 
     """The same fast path for already-parsed events (simulator, NDJSON, OTLP)."""
     try:
         events = msgspec.convert(raw_events, _EVENT_LIST)
-    except (msgspec.MsgspecError, TypeError, ValueError):
+    except (msgspec.MsgspecError, TypeError, ValueError, RecursionError):
         return None
     return events if _finish(events, now, limits) else None

@@ -72,7 +72,8 @@ EVENTS = MetricSpec("llm_exporter_events", "counter", ("source", "result"),
 REJECTIONS = MetricSpec("llm_exporter_rejections", "counter", ("reason",),
                         "Rejections by reason: one per rejected event, or one per request refused as a whole.")
 OVERFLOW = MetricSpec("llm_exporter_overflow", "counter", ("label",),
-                      "Events whose label value was replaced by __other__ because the label hit its cap.")
+                      "Events whose label value was replaced by __other__ because the label (or, for "
+                      "label=series, the tenant's customer/model/provider combinations) hit its cap.")
 UNPRICED = MetricSpec("llm_exporter_unpriced_events", "counter", ("model",),
                       "Events for models missing from the price table (counted with cost 0).")
 HTTP_REQUESTS = MetricSpec("llm_exporter_http_requests", "counter", ("route", "method", "code"),

@@ -41,5 +41,5 @@ class Telemetry:
         self.store_up = gauge(m.STORE_UP)
         for reason in ("age", "size"):
             self.dedupe_evictions.labels(reason)
-        for label in ("tenant", "customer", "model", "provider"):
+        for label in ("tenant", "customer", "model", "provider", "series"):
             self.overflow.labels(label)

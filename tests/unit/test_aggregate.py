@@ -179,3 +179,17 @@ def test_log_is_replayed_after_a_crash_and_folded_by_checkpoints(tmp_path):
     assert ex2.aggregator.ingest([ev(id="b"), ev(id="c"), ev(id="a")], "api").duplicates == 3
     remaining = ex2.store._connect().execute("SELECT COUNT(*) FROM log").fetchone()[0]
     assert remaining == 0, "start-up folds the replayed log into the snapshot"
+
+
+def test_combinations_per_tenant_are_capped_too(tmp_path):
+    ex = make_exporter(tmp_path, limits_max_combinations_per_tenant=3)
+    models = ["gpt-4o", "gpt-4o-mini", "claude-sonnet-4"]
+    ex.aggregator.ingest([ev(customer=f"c{i}", model=m) for i in range(2) for m in models], "api")
+    kept = {(k[1], k[2]) for k in ex.aggregator.series["llm_requests"] if k[0] == "acme"}
+    assert kept == {("c0", "gpt-4o"), ("c0", "gpt-4o-mini"), ("c0", "claude-sonnet-4"),
+                    (OTHER, "gpt-4o"), (OTHER, "gpt-4o-mini"), (OTHER, "claude-sonnet-4")}
+    assert sample(ex, "llm_exporter_overflow_total", label="series") == 3
+    ex.store.close()
+    ex2 = make_exporter(tmp_path, limits_max_combinations_per_tenant=3)  # the cap survives a restart
+    ex2.aggregator.ingest([ev(customer="c9", model="gpt-4o")], "api")
+    assert ("acme", "c9") not in {k[:2] for k in ex2.aggregator.series["llm_requests"]}

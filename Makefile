@@ -3,6 +3,7 @@
 #   make test       the whole suite (unit, promtool, real Prometheus integration); < 10 min
 #   make test-slow  long fuzz / soak / load tests
 #   make bench      benchmarks, side by side with a prometheus-client baseline
+#   make soak       steady load + 1 s scrapes for MINUTES (default 10); RSS, fds, p99 must stay flat
 #   make stack      exporter + Prometheus + Alertmanager from the Debian binaries (no Docker)
 #   make snapshot   re-render docs/snapshots/*.png from the dashboards' PromQL
 
@@ -32,6 +33,9 @@ test-slow: venv
 
 bench: venv
 	$(PY) bench/run.py
+
+soak: venv
+	$(PY) bench/soak.py --minutes $(or $(MINUTES),10)
 
 snapshot: venv
 	$(PY) -m pip install --quiet --disable-pip-version-check 'matplotlib==3.11.2'

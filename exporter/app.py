@@ -301,8 +301,8 @@ def create_app(config: Config, registry: CollectorRegistry | None = None, prices
                 raise HTTPProblem(429, "rate_limited", f"tenant rate limit exceeded; retry in {retry_after}s",
                                   {"Retry-After": str(retry_after)})
             if not ex.store.healthy and not _store_recovers(ex):
-                raise HTTPProblem(503, "store_unavailable", ex.store.last_error or "state store unavailable",
-                                  {"Retry-After": "5"})
+                raise HTTPProblem(503, "store_unavailable", f"{ex.store.last_error or 'state store unavailable'}; "
+                                  "nothing from this request was counted", {"Retry-After": "5"})
             try:
                 if valid is not None:
                     result = ex.aggregator.ingest_valid(valid, "api", now)

@@ -7,14 +7,12 @@ stopped by their context managers even when a test fails.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -181,12 +179,16 @@ class PrometheusProcess:
         return {r["metric"].get(label, ""): float(r["value"][1]) for r in self.query(expr)}
 
     def wait_for_scrape_after(self, moment: float, timeout: float = 30) -> None:
-        """Wait until every target was scraped after ``moment`` (a time.time() value)."""
+        """Wait until every target was scraped after ``moment`` (a time.time() value) *and* that
+        scrape's samples are queryable. ``up`` is committed with the scrape's samples, so its sample
+        timestamp is the proof; the targets API's lastScrape is set when a scrape starts."""
         def scraped() -> bool:
             targets = self._api("/api/v1/targets", {})["activeTargets"]
-            return bool(targets) and all(
-                t["health"] == "up" and _rfc3339_to_unix(t["lastScrape"]) > moment for t in targets)
-        wait_until(scraped, timeout=timeout, what="a scrape of every target")
+            if not targets or any(t["health"] != "up" for t in targets):
+                return False
+            stamps = self.query("timestamp(up)")
+            return len(stamps) == len(targets) and all(float(r["value"][1]) > moment for r in stamps)
+        wait_until(scraped, timeout=timeout, what="a committed scrape of every target")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -204,15 +206,6 @@ class PrometheusProcess:
     def __exit__(self, *exc: Any) -> None:
         self.stop()
         self.client.close()
-
-
-def _rfc3339_to_unix(text: str) -> float:
-    """Prometheus' RFC 3339 with nanoseconds (``2026-11-25T11:40:00.123456789Z``) → Unix seconds."""
-    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", text)
-    if match is None:
-        raise ValueError(f"not RFC 3339: {text!r}")
-    offset = "+00:00" if match.group(3) == "Z" else match.group(3)
-    return datetime.fromisoformat(match.group(1) + offset).timestamp() + float(match.group(2) or 0)
 
 
 def rule_files() -> list[Path]:

@@ -7,12 +7,14 @@ stopped by their context managers even when a test fails.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -206,6 +208,15 @@ class PrometheusProcess:
     def __exit__(self, *exc: Any) -> None:
         self.stop()
         self.client.close()
+
+
+def rfc3339_to_unix(text: str) -> float:
+    """Prometheus' RFC 3339 with nanoseconds (``2026-11-25T11:40:00.123456789Z``) → Unix seconds."""
+    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", text)
+    if match is None:
+        raise ValueError(f"not RFC 3339: {text!r}")
+    offset = "+00:00" if match.group(3) == "Z" else match.group(3)
+    return datetime.fromisoformat(match.group(1) + offset).timestamp() + float(match.group(2) or 0)
 
 
 def rule_files() -> list[Path]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from harness import _rfc3339_to_unix
+from harness import rfc3339_to_unix
 from test_dashboards_live import PROMETHEUS_SERIES, exposed_names, promql_metric_names, rule_documents, rule_exprs
 
 # Recording rules that legitimately have no data under the simulator: name -> reason. Empty: the
@@ -112,7 +112,7 @@ def test_recording_rule_has_data(sim_stack: Any, rule: str) -> None:
             for group in _loaded_groups(prom):
                 for r in group["rules"]:
                     if r["name"] == rule and r["health"] == "ok" and \
-                            _rfc3339_to_unix(r["lastEvaluation"]) > sim_stack.started + 10:
+                            rfc3339_to_unix(r["lastEvaluation"]) > sim_stack.started + 10:
                         return True
             return False
 

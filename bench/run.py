@@ -311,7 +311,10 @@ def summarize(results: dict[str, Any]) -> str:
                      f"{r['ratio']:.2f}x", "measure", ""))
     if "memory" in results:
         r = results["memory"]
-        rows.append((f"RSS over {r['events']:,} events (MiB)", f"{r['rss_start_mib']} -> {r['rss_end_mib']}",
+        curve = r["rss_curve"]
+        full = next((c for c in curve if c["dedupe_entries"] >= 1_000_000), curve[-1])
+        rows.append((f"RSS over {r['events']:,} events (MiB)",
+                     f"{curve[0]['rss_mib']} -> {full['rss_mib']} (window full) -> {r['rss_end_mib']}",
                      f"{r['series']} series", "", "flat at fixed series", ""))
         rows.append(("  bytes per series / per dedupe id", f"{r['bytes_per_series']} / {r['dedupe_bytes_per_id']}",
                      "", "", f"1M-id window ~{r['dedupe_window_default_max_mib']} MiB", ""))

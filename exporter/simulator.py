@@ -17,7 +17,7 @@ from itertools import accumulate
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import yaml
 
@@ -302,13 +302,6 @@ class Simulator:
         if self.ledger is not None:
             self.ledger.record(event)
         return event
-
-
-def iter_windows(start: float, end: float, step: float) -> Iterator[tuple[float, float]]:
-    t = start
-    while t < end:
-        yield t, min(t + step, end)
-        t += step
 
 
 async def run_live_simulator(aggregator: Any, config: Any, tick: float = 0.5) -> None:

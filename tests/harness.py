@@ -56,33 +56,76 @@ def require_binary(name: str) -> str:
     return path
 
 
-class ExporterProcess:
-    """``python -m exporter`` on a free loopback port, with its own state file."""
+class ServerProcess:
+    """A server on a free loopback port, with the lifecycle every real part in these tests shares:
+    start, poll ``ready_path`` until it answers 200 (failing with the log tail if the process exits),
+    stop with ``stop_signal`` (killed if it does not exit within 20 s), and a context manager."""
 
-    def __init__(self, workdir: Path, *flags: str, env: dict[str, str] | None = None, port: int | None = None,
-                 storage: Path | str | None = None) -> None:
+    name = "server"
+    ready_path = "/-/ready"
+    ready_timeout = 30.0
+    stop_signal = signal.SIGTERM
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.storage = str(storage or self.workdir / "state.db")
-        self.flags = [f"--web.listen-address=127.0.0.1:{self.port}", f"--storage.path={self.storage}", *flags]
-        self.env = {**os.environ, **(env or {})}
-        self.log_path = self.workdir / f"exporter-{self.port}.log"
+        self.log_path = self.workdir / f"{self.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.client = httpx.Client(base_url=self.url, timeout=30)
 
-    def start(self) -> "ExporterProcess":
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self, **popen: Any) -> Any:
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "exporter", *self.flags], cwd=self.workdir, env=self.env,
-                                     stdout=log, stderr=subprocess.STDOUT)
-        wait_until(self._ready, timeout=30, what=f"exporter on {self.url} to be ready; log: {self.log_path}")
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, **popen)
+        wait_until(self._ready, timeout=self.ready_timeout, what=f"{self.name} on {self.url}; log: {self.log_path}")
         return self
 
     def _ready(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            pytest.fail(f"exporter exited with {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
-        return httpx.get(self.url + "/readyz", timeout=1).status_code == 200
+            pytest.fail(f"{self.name} exited with {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
+        return httpx.get(self.url + self.ready_path, timeout=1).status_code == 200
+
+    def stop(self, sig: int | None = None) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig or self.stop_signal)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> Any:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+        self.client.close()
+
+
+class ExporterProcess(ServerProcess):
+    """``python -m exporter`` on a free loopback port, with its own state file."""
+
+    name = "exporter"
+    ready_path = "/readyz"
+
+    def __init__(self, workdir: Path, *flags: str, env: dict[str, str] | None = None, port: int | None = None,
+                 storage: Path | str | None = None) -> None:
+        super().__init__(workdir, port)
+        self.log_path = self.workdir / f"exporter-{self.port}.log"
+        self.storage = str(storage or self.workdir / "state.db")
+        self.flags = [f"--web.listen-address=127.0.0.1:{self.port}", f"--storage.path={self.storage}", *flags]
+        self.env = {**os.environ, **(env or {})}
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "exporter", *self.flags]
+
+    def start(self) -> "ExporterProcess":  # type: ignore[override]
+        return super().start(cwd=self.workdir, env=self.env)
 
     def post(self, events: list[Any], token: str | None = None, **kwargs: Any) -> httpx.Response:
         headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
@@ -93,37 +136,20 @@ class ExporterProcess:
         response.raise_for_status()
         return response.text
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
 
-    def __enter__(self) -> "ExporterProcess":
-        return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-        self.client.close()
-
-
-class PrometheusProcess:
+class PrometheusProcess(ServerProcess):
     """The real Prometheus server with a generated config scraping ``targets``."""
+
+    name = "prometheus"
+    ready_timeout = 60.0
 
     def __init__(self, workdir: Path, targets: Iterable[str], rule_files: Iterable[Path] = (),
                  scrape_interval: str = "1s", evaluation_interval: str = "1s",
                  alertmanager: str | None = None, extra_args: Iterable[str] = ()) -> None:
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(workdir)
         config: dict[str, Any] = {
             "global": {"scrape_interval": scrape_interval, "evaluation_interval": evaluation_interval},
             "scrape_configs": [{"job_name": "llm-usage-exporter", "static_configs": [{"targets": list(targets)}]}],
@@ -134,25 +160,11 @@ class PrometheusProcess:
         self.config_path = self.workdir / "prometheus.yml"
         self.config_path.write_text(yaml.safe_dump(config))
         self.extra_args = list(extra_args)
-        self.log_path = self.workdir / "prometheus.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.client = httpx.Client(base_url=self.url, timeout=30)
 
-    def start(self) -> "PrometheusProcess":
-        binary = require_binary("prometheus")
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [binary, f"--config.file={self.config_path}", f"--storage.tsdb.path={self.workdir / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-lifecycle", "--log.level=warn",
-             *self.extra_args],
-            stdout=log, stderr=subprocess.STDOUT)
-        wait_until(self._ready, timeout=60, what=f"prometheus on {self.url}; log: {self.log_path}")
-        return self
-
-    def _ready(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            pytest.fail(f"prometheus exited with {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
-        return httpx.get(self.url + "/-/ready", timeout=1).status_code == 200
+    def command(self) -> list[str]:
+        return [require_binary("prometheus"), f"--config.file={self.config_path}",
+                f"--storage.tsdb.path={self.workdir / 'tsdb'}", f"--web.listen-address=127.0.0.1:{self.port}",
+                "--web.enable-lifecycle", "--log.level=warn", *self.extra_args]
 
     def _api(self, path: str, params: dict[str, Any]) -> Any:
         response = self.client.get(path, params=params)
@@ -191,23 +203,6 @@ class PrometheusProcess:
             stamps = self.query("timestamp(up)")
             return len(stamps) == len(targets) and all(float(r["value"][1]) > moment for r in stamps)
         wait_until(scraped, timeout=timeout, what="a committed scrape of every target")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def __enter__(self) -> "PrometheusProcess":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-        self.client.close()
 
 
 def rfc3339_to_unix(text: str) -> float:

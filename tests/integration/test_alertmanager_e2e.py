@@ -23,7 +23,6 @@ import itertools
 import json
 import re
 import shutil
-import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,7 +33,7 @@ import httpx
 import pytest
 import yaml
 
-from harness import REPO, RULES_DIR, ExporterProcess, PrometheusProcess, free_port, wait_until
+from harness import REPO, RULES_DIR, ExporterProcess, PrometheusProcess, ServerProcess, wait_until
 
 ALERTMANAGER_YML = REPO / "prometheus" / "alertmanager.yml"
 RUNBOOK = REPO / "docs" / "runbook.md"
@@ -160,54 +159,25 @@ def derived_alertmanager_config(webhook_url: str) -> dict[str, Any]:
     return cfg
 
 
-class AlertmanagerProcess:
+class AlertmanagerProcess(ServerProcess):
+    name = "alertmanager"
+
     def __init__(self, workdir: Path, config: dict[str, Any]) -> None:
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        super().__init__(workdir)
         self.address = f"127.0.0.1:{self.port}"
-        self.url = f"http://{self.address}"
         self.config_path = self.workdir / "alertmanager.yml"
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-        self.log_path = self.workdir / "alertmanager.log"
-        self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "AlertmanagerProcess":
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [alertmanager_binary(), f"--config.file={self.config_path}", f"--storage.path={self.workdir / 'data'}",
-             f"--web.listen-address={self.address}", "--cluster.listen-address=", "--log.level=info"],
-            stdout=log, stderr=subprocess.STDOUT)
-        wait_until(self._ready, timeout=30, what=f"alertmanager on {self.url}; log: {self.log_path}")
-        return self
-
-    def _ready(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            pytest.fail(f"alertmanager exited with {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
-        return httpx.get(self.url + "/-/ready", timeout=1).status_code == 200
+    def command(self) -> list[str]:
+        return [alertmanager_binary(), f"--config.file={self.config_path}", f"--storage.path={self.workdir / 'data'}",
+                f"--web.listen-address={self.address}", "--cluster.listen-address=", "--log.level=info"]
 
     def alerts(self, **labels: str) -> list[dict[str, Any]]:
         """Alertmanager's view of the alerts matching ``labels`` (active, silenced and inhibited)."""
         params = [("filter", f'{k}="{v}"') for k, v in labels.items()]
-        response = httpx.get(self.url + "/api/v2/alerts", params=params, timeout=5)
+        response = self.client.get("/api/v2/alerts", params=params, timeout=5)
         response.raise_for_status()
         return response.json()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def __enter__(self) -> "AlertmanagerProcess":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
 
 
 # ------------------------------------------------------------------------------ traffic

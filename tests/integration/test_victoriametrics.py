@@ -77,7 +77,6 @@ import math
 import re
 import shutil
 import signal
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,7 +88,7 @@ import pytest
 import yaml
 
 from conftest import UNPRICED_MODEL, probe_events
-from harness import REPO, ExporterProcess, PrometheusProcess, free_port, rule_files, wait_until
+from harness import REPO, ExporterProcess, PrometheusProcess, ServerProcess, rule_files, wait_until
 
 GENERATOR = REPO / "grafana" / "generate_dashboards.py"
 DASHBOARD_DIR = REPO / "grafana" / "dashboards"
@@ -167,7 +166,7 @@ _LINEAR_INCREASE = re.compile(
 # The processes
 # --------------------------------------------------------------------------------------------
 
-class VictoriaMetricsProcess:
+class VictoriaMetricsProcess(ServerProcess):
     """Single-node ``victoria-metrics`` on a free loopback port, with its own data directory."""
 
     FLAGS = (
@@ -179,32 +178,21 @@ class VictoriaMetricsProcess:
         "-loggerLevel=WARN",
     )
 
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.write_url = self.url + "/api/v1/write"
-        self.log_path = self.workdir / "victoria-metrics.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.client = httpx.Client(base_url=self.url, timeout=30)
+    name = "victoria-metrics"
+    ready_path = "/health"
+    stop_signal = signal.SIGINT  # flushes in-memory data, like SIGTERM
 
-    def start(self) -> "VictoriaMetricsProcess":
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        self.write_url = self.url + "/api/v1/write"
+
+    def command(self) -> list[str]:
         binary = shutil.which("victoria-metrics")
         if binary is None:
             pytest.fail("`victoria-metrics` is not installed: run `apt-get install -y victoria-metrics` "
                         "(.ci/run does this)")
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [binary, f"-httpListenAddr=127.0.0.1:{self.port}", f"-storageDataPath={self.workdir / 'data'}",
-             *self.FLAGS], stdout=log, stderr=subprocess.STDOUT)
-        wait_until(self._ready, timeout=30, what=f"victoria-metrics on {self.url}; log: {self.log_path}")
-        return self
-
-    def _ready(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            pytest.fail(f"victoria-metrics exited with {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
-        return httpx.get(self.url + "/health", timeout=1).status_code == 200
+        return [binary, f"-httpListenAddr=127.0.0.1:{self.port}", f"-storageDataPath={self.workdir / 'data'}",
+                *self.FLAGS]
 
     def metrics(self) -> dict[str, float]:
         """VictoriaMetrics' own /metrics, ``name{labels}`` -> value."""
@@ -215,23 +203,6 @@ class VictoriaMetricsProcess:
                 with contextlib.suppress(ValueError):
                     out[key] = float(value)
         return out
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # flushes in-memory data, like SIGTERM
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def __enter__(self) -> "VictoriaMetricsProcess":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-        self.client.close()
 
 
 class RemoteWritePrometheus(PrometheusProcess):

@@ -12,8 +12,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from exporter import metrics as m
-from exporter.pricing import PriceTable
+from exporter.core import metrics as m
+from exporter.core.pricing import PriceTable
 
 _REQUIRED = ("id", "timestamp", "tenant", "customer", "model", "duration_ms", "status")
 

@@ -28,13 +28,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from bench.baseline import BaselineExporter  # noqa: E402
-from exporter import metrics as m  # noqa: E402
-from exporter.app import build_exporter  # noqa: E402
+from exporter.core import metrics as m  # noqa: E402
+from exporter.server.app import build_exporter  # noqa: E402
 from exporter.config import load_config  # noqa: E402
-from exporter.events import decode_batch  # noqa: E402
-from exporter.loadgen import make_bodies, run_load  # noqa: E402
-from exporter.pricing import load_price_table  # noqa: E402
-from exporter.simulator import Simulator, load_scenario  # noqa: E402
+from exporter.core.events import decode_batch  # noqa: E402
+from exporter.demo.loadgen import make_bodies, run_load  # noqa: E402
+from exporter.core.pricing import load_price_table  # noqa: E402
+from exporter.demo.simulator import Simulator, load_scenario  # noqa: E402
 from harness import ExporterProcess, PrometheusProcess, free_port, wait_until  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
@@ -95,7 +95,7 @@ def bench_ingest_inprocess(quick: bool) -> dict[str, Any]:
 
 def _serve_baseline(port: int) -> subprocess.Popen[bytes]:
     code = ("import sys, uvicorn; sys.path.insert(0, %r); from bench.baseline import create_baseline_app; "
-            "from exporter.pricing import load_price_table; "
+            "from exporter.core.pricing import load_price_table; "
             "uvicorn.run(create_baseline_app(load_price_table()), host='127.0.0.1', port=%d, log_level='warning')"
             % (str(REPO), port))
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -35,7 +35,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from exporter.loadgen import LoadReport, make_bodies, run_load  # noqa: E402
+from exporter.demo.loadgen import LoadReport, make_bodies, run_load  # noqa: E402
 from harness import ExporterProcess, PrometheusProcess  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"

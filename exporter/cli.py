@@ -13,7 +13,7 @@ import sys
 from typing import Sequence
 
 from .config import OPTIONS, Config, ConfigError, load_config, read_yaml_file
-from .pricing import PriceTable, PricingError, load_price_table
+from .core.pricing import PriceTable, PricingError, load_price_table
 
 
 def _add_option_flags(parser: argparse.ArgumentParser) -> None:
@@ -74,9 +74,9 @@ def backfill_command(args: argparse.Namespace, config: Config, prices: PriceTabl
 
     from prometheus_client import CollectorRegistry
 
-    from .app import build_exporter
+    from .server.app import build_exporter
     from .config import parse_duration
-    from .simulator import Ledger
+    from .demo.simulator import Ledger
 
     # Backfilled events are old by design: the ingest window must cover the whole history.
     # Offline, so no auth: configured tenants must not turn every other simulated tenant into __other__.
@@ -85,7 +85,7 @@ def backfill_command(args: argparse.Namespace, config: Config, prices: PriceTabl
     exporter = build_exporter(config, CollectorRegistry(auto_describe=False), prices)
     exporter.aggregator.load()
     ledger = Ledger() if args.ledger else None
-    from .backfill import run_backfill
+    from .demo.backfill import run_backfill
 
     out = Path(args.out)
     report = run_backfill(exporter.aggregator, args.scenario, args.days, out, args.rate, args.seed,
@@ -107,7 +107,7 @@ def loadgen_command(args: argparse.Namespace) -> int:
     import asyncio
     import json
 
-    from .loadgen import make_bodies, run_load
+    from .demo.loadgen import make_bodies, run_load
 
     token = os.environ.get(args.token_env, "") if args.token_env else None
     count = max(1, min(int(args.max_events // args.batch),
@@ -129,7 +129,7 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str] | None = 
 def serve(config: Config, prices: PriceTable) -> int:
     import uvicorn
 
-    from .app import create_app
+    from .server.app import create_app
 
     app = create_app(config, prices=prices)
     host = config.listen_host

@@ -27,7 +27,7 @@ from typing import Any, Mapping
 import httpx
 
 from . import __version__
-from .vendor_usage import map_usage
+from .formats.vendor_usage import map_usage
 
 log = logging.getLogger("exporter.client")
 

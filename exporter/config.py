@@ -137,7 +137,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("simulator.seed", int, 42, "Seed of the simulator; same seed, same events.", "INT"),
     Option("simulator.rate", _positive_float, 20.0, "Mean simulated events per second (before daily cycles).", "EPS"),
     Option("simulator.speed", _positive_float, 1.0, "Simulated seconds per real second (24 = one day per hour).", "X"),
-    Option("simulator.scenario", str, "default", "Scenario name under exporter/scenarios or a YAML path.", "NAME"),
+    Option("simulator.scenario", str, "default", "Scenario name under exporter/demo/scenarios or a YAML path.", "NAME"),
     Option("log.level", _choice("debug", "info", "warning", "error"), "info", "Log level."),
 )
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}

@@ -55,7 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "grafana" / "dashboards"
 THRESHOLDS_FILE = ROOT / "prometheus" / "thresholds.yml"
 RULES_DIR = ROOT / "prometheus" / "rules"
-METRICS_MODULE = ROOT / "exporter" / "metrics.py"
+METRICS_MODULE = ROOT / "exporter" / "core" / "metrics.py"
 
 SCHEMA_VERSION = 39
 TAG = "llm-usage"

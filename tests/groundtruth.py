@@ -6,7 +6,7 @@ import yaml
 
 from harness import REPO
 
-PRICES = yaml.safe_load((REPO / "exporter/prices/default.yaml").read_text())["models"]
+PRICES = yaml.safe_load((REPO / "exporter/core/prices/default.yaml").read_text())["models"]
 DURATION_BOUNDS = [round(0.01 * 2 ** i, 6) for i in range(17)]
 
 

@@ -9,7 +9,7 @@ from collections import defaultdict
 
 import pytest
 
-from exporter.simulator import Ledger, Simulator, load_scenario
+from exporter.demo.simulator import Ledger, Simulator, load_scenario
 from groundtruth import bucket_around, expected_cost, true_quantile
 from harness import ExporterProcess, PrometheusProcess
 

@@ -56,7 +56,7 @@ def test_backfill_two_days_then_live_continues(tmp_path):
 
 
 def test_backfill_refuses_without_promtool(tmp_path, monkeypatch):
-    from exporter import backfill
+    from exporter.demo import backfill
 
     monkeypatch.setattr(backfill.shutil, "which", lambda name: None)
     with pytest.raises(RuntimeError, match="promtool not found"):

@@ -29,8 +29,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.app import HTTPProblem
-from exporter.otlp import PATH, decode_request
+from exporter.server.app import HTTPProblem
+from exporter.formats.otlp import PATH, decode_request
 from harness import ExporterProcess
 
 TOKEN_ACME = "acme-otlp-token-0123456789abcdef"

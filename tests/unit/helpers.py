@@ -8,7 +8,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from exporter.app import Exporter, build_exporter
+from exporter.server.app import Exporter, build_exporter
 from exporter.config import load_config
 
 _ids = itertools.count()

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from exporter.aggregate import OTHER
-from exporter.store import StoreUnavailable
+from exporter.core.aggregate import OTHER
+from exporter.core.store import StoreUnavailable
 from helpers import ev, make_exporter, sample
 
 

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from exporter.app import create_app
+from exporter.server.app import create_app
 from helpers import ev, make_exporter, sample
 
 TOKEN_A = "acme-secret-token-0123456789"

@@ -96,8 +96,8 @@ def test_exporter_service() -> None:
     assert any(target == "/data" and not is_bind(source) for source, target in volume_specs(exporter))
     check = " ".join(exporter["healthcheck"]["test"])
     assert "/healthz" in check and "9477" in check
-    assert '"/healthz"' in (ROOT / "exporter" / "app.py").read_text(encoding="utf-8"), \
-        "the health check probes /healthz, which exporter/app.py must serve"
+    assert '"/healthz"' in (ROOT / "exporter" / "server" / "app.py").read_text(encoding="utf-8"), \
+        "the health check probes /healthz, which exporter/server/app.py must serve"
 
 
 def test_prometheus_service_matches_its_config() -> None:
@@ -210,7 +210,7 @@ def test_dockerignore_keeps_the_build_inputs_and_drops_the_rest() -> None:
     patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
                 if line.strip() and not line.startswith("#")]
     readme = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"].get("readme")
-    for needed in ("pyproject.toml", "exporter/__init__.py", "exporter/prices/default.yaml", readme):
+    for needed in ("pyproject.toml", "exporter/__init__.py", "exporter/core/prices/default.yaml", readme):
         if needed:
             assert not _dockerignored(needed, patterns), f"{needed} is needed by `pip install .` but ignored"
     for dropped in (".git/HEAD", ".venv/bin/python", "tests/unit/test_compose.py", "exporter/__pycache__/x.pyc",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from exporter import metrics as m
+from exporter.core import metrics as m
 from exporter.config import OPTIONS
 from harness import REPO
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from exporter.events import Event, FieldError, Limits, parse_timestamp, validate_event
+from exporter.core.events import Event, FieldError, Limits, parse_timestamp, validate_event
 
 NOW = 1_790_000_000.0
 LIMITS = Limits(max_age_s=24 * 3600, max_future_s=300, max_label_length=128)

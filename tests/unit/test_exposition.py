@@ -11,7 +11,7 @@ from prometheus_client import generate_latest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from exporter import metrics as m
+from exporter.core import metrics as m
 from helpers import ev, make_exporter
 
 label_value = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12)

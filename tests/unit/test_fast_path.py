@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import orjson
 
-from exporter.events import Event, Limits, convert_batch, decode_batch, validate_event
+from exporter.core.events import Event, Limits, convert_batch, decode_batch, validate_event
 
 NOW = 1_790_000_000.0
 LIMITS = Limits(max_age_s=86400, max_future_s=300, max_label_length=16)

@@ -37,7 +37,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from exporter.app import create_app
+from exporter.server.app import create_app
 from helpers import make_exporter
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))

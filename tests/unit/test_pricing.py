@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.events import Event
-from exporter.pricing import PricingError, default_price_document, load_price_table, parse_price_table
+from exporter.core.events import Event
+from exporter.core.pricing import PricingError, default_price_document, load_price_table, parse_price_table
 
 TABLE = {"models": {"m": {"provider": "openai", "input": 2.0, "output": 8.0, "cache_read": 0.5, "cache_write": 2.5}}}
 

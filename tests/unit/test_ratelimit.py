@@ -1,6 +1,6 @@
 """Token bucket arithmetic on a fake clock (no sleeps)."""
 
-from exporter.ratelimit import TenantRateLimits
+from exporter.core.ratelimit import TenantRateLimits
 
 
 def test_bucket_refills_and_reports_wait():

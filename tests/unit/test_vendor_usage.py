@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exporter.events import Event, Limits, validate_event
-from exporter.vendor_usage import TOKEN_FIELDS, USAGE_FORMATS, from_anthropic, from_openai, map_usage
+from exporter.core.events import Event, Limits, validate_event
+from exporter.formats.vendor_usage import TOKEN_FIELDS, USAGE_FORMATS, from_anthropic, from_openai, map_usage
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 

@@ -27,14 +27,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .aggregate import Aggregator
-from .config import Config
-from .events import decode_batch
-from .exposition import FastUsageWriter, UsageCollector
-from .pricing import PriceTable, load_price_table
-from .ratelimit import TenantRateLimits
-from .store import StateStore, StoreUnavailable
-from .telemetry import Telemetry
+from ..core.aggregate import Aggregator
+from ..config import Config
+from ..core.events import decode_batch
+from ..core.exposition import FastUsageWriter, UsageCollector
+from ..core.pricing import PriceTable, load_price_table
+from ..core.ratelimit import TenantRateLimits
+from ..core.store import StateStore, StoreUnavailable
+from ..core.telemetry import Telemetry
 
 JSON_TYPES = ("application/json",)
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines")
@@ -377,7 +377,7 @@ def create_app(config: Config, registry: CollectorRegistry | None = None, prices
         ex.aggregator.load()
         task = None
         if config.simulator_enabled:
-            from .simulator import run_live_simulator
+            from ..demo.simulator import run_live_simulator
 
             task = asyncio.create_task(run_live_simulator(ex.aggregator, config))
         try:
@@ -391,7 +391,7 @@ def create_app(config: Config, registry: CollectorRegistry | None = None, prices
                 ex.aggregator.checkpoint()  # a faster next start; the log alone would be enough
             ex.store.close()
 
-    from .otlp import make_otlp_route  # otlp builds on this module's HTTPProblem and read_body
+    from ..formats.otlp import make_otlp_route  # otlp builds on this module's HTTPProblem and read_body
 
     routes = [
         Route("/", index),

@@ -10,7 +10,7 @@ import platform
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
-from . import __version__
+from .. import __version__
 from . import metrics as m
 
 

@@ -183,7 +183,7 @@ def parse_price_table(*documents: Mapping[str, Any]) -> PriceTable:
 
 
 def default_price_document() -> dict[str, Any]:
-    return yaml.safe_load(resources.files("exporter").joinpath("prices/default.yaml").read_text(encoding="utf-8"))
+    return yaml.safe_load(resources.files("exporter").joinpath("core/prices/default.yaml").read_text(encoding="utf-8"))
 
 
 def load_price_table(user_file: str = "") -> PriceTable:

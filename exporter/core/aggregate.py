@@ -18,7 +18,7 @@ from itertools import islice
 from typing import Any, Iterable, Iterator, Sequence
 
 from . import metrics as m
-from .config import Config
+from ..config import Config
 from .events import Event, FieldError, Limits, convert_batch, validate_event
 from .pricing import ModelPrice, PriceTable
 from .store import Checkpoint, StateStore, StoreUnavailable
@@ -314,7 +314,7 @@ class Aggregator:
         return self._accumulate(self._validate_each(raw_events, now, result), result, source, now)
 
     def ingest_valid(self, events: list[Event], source: str, now: float) -> IngestResult:
-        """Count events already validated by :func:`exporter.events.decode_batch` / ``convert_batch``."""
+        """Count events already validated by :func:`exporter.core.events.decode_batch` / ``convert_batch``."""
         return self._accumulate(events, IngestResult(), source, now)
 
     def _validate_each(self, raw_events: Sequence[Any], now: float, result: IngestResult) -> Iterator[Event]:

@@ -30,13 +30,13 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .aggregate import IngestResult
-from .app import HTTPProblem, read_body
-from .events import KNOWN_ERROR_TYPES, OTHER_ERROR_TYPE
-from .store import StoreUnavailable
+from ..core.aggregate import IngestResult
+from ..server.app import HTTPProblem, read_body
+from ..core.events import KNOWN_ERROR_TYPES, OTHER_ERROR_TYPE
+from ..core.store import StoreUnavailable
 
 if TYPE_CHECKING:
-    from .app import Exporter
+    from ..server.app import Exporter
 
 PATH = "/v1/otlp/v1/traces"  # so OTEL_EXPORTER_OTLP_ENDPOINT=http://<exporter>:9477/v1/otlp works as is
 PROTOBUF = "application/x-protobuf"

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, Mapping
 
 import msgspec
 
-from .vendor_usage import map_usage
+from ..formats.vendor_usage import map_usage
 
 OPERATIONS = frozenset({"chat", "text_completion", "embeddings", "agent_run", "tool_call"})
 KNOWN_ERROR_TYPES = frozenset({"timeout", "rate_limited", "server_error", "invalid_request", "content_filter", "auth"})

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 import yaml
 
-log = logging.getLogger("exporter.simulator")
+log = logging.getLogger("exporter.demo.simulator")
 
 ERROR_TYPES_BACKGROUND = (("server_error", 0.35), ("timeout", 0.25), ("invalid_request", 0.2),
                           ("content_filter", 0.1), ("rate_limited", 0.1))
@@ -84,9 +84,9 @@ def _read_scenario_document(name: str) -> dict[str, Any]:
     if path.suffix in (".yaml", ".yml") and path.exists():
         text = path.read_text(encoding="utf-8")
     else:
-        resource = resources.files("exporter").joinpath(f"scenarios/{name}.yaml")
+        resource = resources.files("exporter").joinpath(f"demo/scenarios/{name}.yaml")
         if not resource.is_file():
-            available = sorted(p.name[:-5] for p in resources.files("exporter").joinpath("scenarios").iterdir()
+            available = sorted(p.name[:-5] for p in resources.files("exporter").joinpath("demo/scenarios").iterdir()
                                if p.name.endswith(".yaml"))
             raise ValueError(f"unknown scenario {name!r}; available: {', '.join(available)} or a path to a YAML file")
         text = resource.read_text(encoding="utf-8")

@@ -21,8 +21,8 @@ from typing import Any, Iterable
 from prometheus_client.core import Metric
 from prometheus_client.utils import floatToGoString
 
-from .aggregate import Aggregator
-from .exposition import UsageCollector
+from ..core.aggregate import Aggregator
+from ..core.exposition import UsageCollector
 from .simulator import Ledger, Simulator, load_scenario
 
 DAY = 86400

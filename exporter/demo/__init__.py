@@ -1,0 +1,1 @@
+"""Demo and test tools: the seeded fleet simulator, its scenarios, the load generator and backfill."""

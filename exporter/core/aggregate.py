@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from . import metrics as m
 from ..config import Config
-from .events import Event, FieldError, Limits, convert_batch, validate_event
+from .events import SERVICE_TIERS, Event, FieldError, Limits, convert_batch, validate_event
 from .pricing import ModelPrice, PriceTable
 from .store import Checkpoint, StateStore, StoreUnavailable
 from .telemetry import Telemetry
@@ -43,11 +43,17 @@ class IngestResult:
     duplicates: int = 0
     rejected: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
+    # Accepted events counted with a caveat (unknown model priced at $0, unknown service tier priced
+    # at the default tier): same shape as ``errors``, ``[{index, id, field, message}]``.
+    warnings: list[dict[str, Any]] = field(default_factory=list)
     rejection_reasons: list[str] = field(default_factory=list)
+
+    def warn(self, index: int, event_id: str | None, field_name: str, message: str) -> None:
+        self.warnings.append({"index": index, "id": event_id, "field": field_name, "message": message})
 
     def as_dict(self) -> dict[str, Any]:
         return {"accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected,
-                "errors": self.errors}
+                "errors": self.errors, "warnings": self.warnings}
 
 
 class LabelCaps:
@@ -310,20 +316,21 @@ class Aggregator:
         events = convert_batch(raw_events, now, self.limits)
         if events is not None:
             return self.ingest_valid(events, source, now)
-        result = IngestResult()
+        result = IngestResult()  # the slow path yields (index in the batch, event) for the valid ones
         return self._accumulate(self._validate_each(raw_events, now, result), result, source, now)
 
     def ingest_valid(self, events: list[Event], source: str, now: float) -> IngestResult:
         """Count events already validated by :func:`exporter.core.events.decode_batch` / ``convert_batch``."""
-        return self._accumulate(events, IngestResult(), source, now)
+        return self._accumulate(enumerate(events), IngestResult(), source, now)
 
-    def _validate_each(self, raw_events: Sequence[Any], now: float, result: IngestResult) -> Iterator[Event]:
+    def _validate_each(self, raw_events: Sequence[Any], now: float,
+                       result: IngestResult) -> Iterator[tuple[int, Event]]:
         """The valid events of a mixed batch; the others become errors and rejections in ``result``."""
         limits = self.limits
         for index, raw in enumerate(raw_events):
             event = validate_event(raw, now, limits)
             if type(event) is Event:
-                yield event
+                yield index, event
                 continue
             result.rejected += 1
             result.rejection_reasons.append(_rejection_reason(event))  # type: ignore[arg-type]
@@ -332,7 +339,8 @@ class Aggregator:
                 result.errors.append({"index": index, "id": event_id if isinstance(event_id, str) else None,
                                       "field": error.field, "message": error.message})
 
-    def _accumulate(self, events: Iterable[Event], result: IngestResult, source: str, now: float) -> IngestResult:
+    def _accumulate(self, events: Iterable[tuple[int, Event]], result: IngestResult, source: str,
+                    now: float) -> IngestResult:
         prices, dedupe_seen, label_cache = self.prices, self.dedupe.seen, self._labels
         groups: dict[tuple[Any, ...], list[Any]] = {}
         observations: dict[tuple[str, str, str, str], tuple[list[float], ...]] = {}
@@ -341,7 +349,7 @@ class Aggregator:
         unpriced: list[str] = []
         new_errors: list[tuple[str, dict[str, Any]]] = []
 
-        for event in events:
+        for index, event in events:
             key = f"{event.tenant}\x00{event.id}"
             if key in dedupe_seen or key in new_keys:
                 result.duplicates += 1
@@ -360,6 +368,9 @@ class Aggregator:
             tenant, customer, model, provider, folded = labels
             if folded:
                 overflow.extend(folded)
+            if event.service_tier not in SERVICE_TIERS:
+                result.warn(index, event.id, "service_tier",
+                            f"unknown service tier {event.service_tier!r}: priced at the default tier")
             if event.cost_usd is not None:
                 micros = round(event.cost_usd * 1_000_000)
             else:
@@ -368,6 +379,7 @@ class Aggregator:
                     if price is None:
                         micros = 0
                         unpriced.append(model)
+                        result.warn(index, event.id, "model", f"no price for model {event.model!r}: counted at $0")
                     else:
                         micros = price.cost_micros(event)
 

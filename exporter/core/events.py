@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal, Mapping
+from typing import Annotated, Any, Callable, Literal, Mapping
 
 import msgspec
 
@@ -28,6 +28,40 @@ MAX_DURATION_MS = 7 * 86400 * 1000.0
 MAX_CALLS = 10**6
 MAX_LABEL_LENGTH = 1024  # hard ceiling; limits.max-label-length (default 128) is checked on top
 
+# Service tiers a price can depend on. Clients send the vendor's value; "auto" (OpenAI's default
+# request setting) and "standard" (Anthropic's name) mean the default tier. Any other value is kept
+# as sent: pricing prices it at the default tier and warns (the event is never refused for it).
+SERVICE_TIERS = ("default", "flex", "batch", "priority")
+SERVICE_TIER_ALIASES = {"auto": "default", "standard": "default", "standard_only": "default", "scale": "priority"}
+
+# The token breakdowns: each group of detail fields is *part of* its total, never billed on top.
+# One statement of the rule, read by both the fast path (:func:`_finish`) and :func:`validate_event`.
+TOKEN_PARTS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("cache_read_tokens", "cache_write_tokens"), "input_tokens"),
+    (("cache_write_1h_tokens",), "cache_write_tokens"),
+    (("audio_input_tokens",), "input_tokens"),
+    (("reasoning_tokens",), "output_tokens"),
+    (("audio_output_tokens",), "output_tokens"),
+)
+
+
+def normalize_service_tier(value: str | None) -> str:
+    """The tier a price lookup uses: absent → ``default``; vendor synonyms folded; case-insensitive."""
+    if value is None:
+        return "default"
+    tier = value.strip().lower()
+    return SERVICE_TIER_ALIASES.get(tier, tier)
+
+
+def token_part_violations(tokens: Callable[[str], int]) -> list[FieldError]:
+    """Every breakdown in :data:`TOKEN_PARTS` that exceeds its total; ``tokens`` reads a field's count."""
+    errors = []
+    for parts, whole in TOKEN_PARTS:
+        if sum(map(tokens, parts)) > tokens(whole):
+            verb = "is" if len(parts) == 1 else "are"
+            errors.append(FieldError(parts[0], f"{' + '.join(parts)} {verb} part of {whole} and cannot exceed it"))
+    return errors
+
 
 _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 _Label = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_LABEL_LENGTH)]
@@ -39,8 +73,8 @@ _Millis = Annotated[float, msgspec.Meta(ge=0, le=MAX_DURATION_MS)]
 class Event(msgspec.Struct):
     """One event, with the API's field names. msgspec decodes and type-checks whole batches into it
     in C (the fast path); :func:`validate_event` builds it field by field when a batch needs
-    per-event errors (the slow path). Validated events have a float ``timestamp`` and a
-    normalised ``error_type``."""
+    per-event errors (the slow path). Validated events have a float ``timestamp``, a
+    normalised ``error_type`` and a normalised ``service_tier``."""
 
     id: _Id
     timestamp: float | str
@@ -54,6 +88,10 @@ class Event(msgspec.Struct):
     cache_read_tokens: _Count = 0
     cache_write_tokens: _Count = 0
     reasoning_tokens: _Count = 0
+    cache_write_1h_tokens: _Count = 0
+    audio_input_tokens: _Count = 0
+    audio_output_tokens: _Count = 0
+    service_tier: _Label = "default"
     provider: _Label | None = None
     operation: Literal["chat", "text_completion", "embeddings", "agent_run", "tool_call"] = "chat"
     cost_usd: Annotated[float, msgspec.Meta(ge=0, le=MAX_COST_USD)] | None = None
@@ -193,6 +231,10 @@ class _Reader:
         return -(-(chars or 0) // 4)
 
 
+_DETAIL_FIELDS = ("cache_read_tokens", "cache_write_tokens", "cache_write_1h_tokens", "reasoning_tokens",
+                  "audio_input_tokens", "audio_output_tokens")
+
+
 def validate_event(raw: Any, now: float, limits: Limits) -> Event | list[FieldError]:
     """Parse one raw event. Returns the :class:`Event` or every :class:`FieldError` found."""
     if not isinstance(raw, Mapping):
@@ -238,14 +280,10 @@ def validate_event(raw: Any, now: float, limits: Limits) -> Event | list[FieldEr
 
     input_tokens = r.tokens("input")
     output_tokens = r.tokens("output")
-    cache_read = r.count("cache_read_tokens") or 0
-    cache_write = r.count("cache_write_tokens") or 0
-    reasoning = r.count("reasoning_tokens") or 0
-    if cache_read + cache_write > input_tokens:
-        r.fail("cache_read_tokens", "cache_read_tokens + cache_write_tokens are part of input_tokens "
-                                    "and cannot exceed it")
-    if reasoning > output_tokens:
-        r.fail("reasoning_tokens", "reasoning_tokens are part of output_tokens and cannot exceed it")
+    details = {name: r.count(name) or 0 for name in _DETAIL_FIELDS}
+    tokens = {"input_tokens": input_tokens, "output_tokens": output_tokens, **details}
+    r.errors.extend(token_part_violations(tokens.__getitem__))
+    service_tier = r.label("service_tier", required=False, default="default")
 
     cost = r.number("cost_usd", required=False, maximum=MAX_COST_USD)
     duration_ms = r.number("duration_ms", required=True, maximum=MAX_DURATION_MS)
@@ -274,7 +312,7 @@ def validate_event(raw: Any, now: float, limits: Limits) -> Event | list[FieldEr
     return Event(
         id=event_id, timestamp=timestamp, tenant=tenant, customer=customer, model=model,  # type: ignore[arg-type]
         provider=provider, operation=operation, input_tokens=input_tokens, output_tokens=output_tokens,
-        cache_read_tokens=cache_read, cache_write_tokens=cache_write, reasoning_tokens=reasoning,
+        **details, service_tier=normalize_service_tier(service_tier),
         cost_usd=cost, duration_ms=float(duration_ms), ttft_ms=ttft_ms,  # type: ignore[arg-type]
         status=status, error_type=error_type,
         error_message=message[:MAX_ERROR_MESSAGE] if message else None,
@@ -303,13 +341,17 @@ def _finish(events: list[Event], now: float, limits: Limits) -> bool:
                 or cost is not None and not 0 <= cost <= MAX_COST_USD
                 or len(tenant) > max_label or tenant.isspace() or len(customer) > max_label or customer.isspace()
                 or len(model) > max_label or model.isspace()
-                or event.cache_read_tokens + event.cache_write_tokens > input_tokens
-                or event.reasoning_tokens > output_tokens
+                or token_part_violations(event.__getattribute__)
                 or ttft_ms is not None and not 0 <= ttft_ms <= event.duration_ms):
             return False
         for optional in (event.provider, event.sku):
             if optional is not None and (len(optional) > max_label or optional.isspace()):
                 return False
+        tier = event.service_tier
+        if tier != "default":
+            if len(tier) > max_label or tier.isspace():
+                return False
+            event.service_tier = normalize_service_tier(tier)
         if event.status == "error":
             error_type = event.error_type
             if error_type is None or len(error_type) > max_label or error_type.isspace():

@@ -53,7 +53,17 @@ def test_partial_success_response_shape(client):
     response = post(client, [ev(id="a"), ev(id="b", status="bogus"), ev(id="a")])
     assert response.status_code == 200
     assert response.json() == {"accepted": 1, "duplicates": 1, "rejected": 1, "errors": [
-        {"index": 1, "id": "b", "field": "status", "message": 'must be "ok" or "error"'}]}
+        {"index": 1, "id": "b", "field": "status", "message": 'must be "ok" or "error"'}], "warnings": []}
+
+
+def test_warnings_name_the_accepted_events_priced_with_a_caveat(client):
+    response = post(client, [ev(id="w0"), ev(id="w1", model="no-such-model-xyz"), ev(id="w2", service_tier="turbo"),
+                             ev(id="w3", status="bogus")])
+    body = response.json()
+    assert (body["accepted"], body["rejected"]) == (3, 1)
+    assert [(w["index"], w["id"], w["field"]) for w in body["warnings"]] == [(1, "w1", "model"),
+                                                                           (2, "w2", "service_tier")]
+    assert all(w["message"] for w in body["warnings"])
 
 
 def test_ndjson_is_accepted(client):

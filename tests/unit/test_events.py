@@ -59,7 +59,8 @@ def test_bad_token_counts(value):
 
 
 @pytest.mark.parametrize("field", ["cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "llm_calls",
-                                   "tool_calls"])
+                                   "tool_calls", "cache_write_1h_tokens", "audio_input_tokens",
+                                   "audio_output_tokens"])
 def test_optional_counts_reject_negative(field):
     assert field in fields_of(validate_event(good(**{field: -3}), NOW, LIMITS))
 
@@ -73,6 +74,33 @@ def test_cache_tokens_are_part_of_input():
 def test_reasoning_tokens_are_part_of_output():
     assert isinstance(validate_event(good(reasoning_tokens=20), NOW, LIMITS), Event)
     assert "reasoning_tokens" in fields_of(validate_event(good(reasoning_tokens=21), NOW, LIMITS))
+
+
+def test_one_hour_cache_writes_are_part_of_cache_writes():
+    event = validate_event(good(cache_write_tokens=40, cache_write_1h_tokens=40), NOW, LIMITS)
+    assert isinstance(event, Event) and event.cache_write_1h_tokens == 40
+    errors = validate_event(good(cache_write_tokens=40, cache_write_1h_tokens=41), NOW, LIMITS)
+    assert fields_of(errors) == {"cache_write_1h_tokens"}
+    assert "part of cache_write_tokens" in errors[0].message
+
+
+def test_audio_tokens_are_part_of_input_and_output():
+    event = validate_event(good(audio_input_tokens=100, audio_output_tokens=20), NOW, LIMITS)
+    assert (event.audio_input_tokens, event.audio_output_tokens) == (100, 20)
+    errors = validate_event(good(audio_input_tokens=101, audio_output_tokens=21), NOW, LIMITS)
+    assert fields_of(errors) == {"audio_input_tokens", "audio_output_tokens"}
+
+
+@pytest.mark.parametrize(("sent", "kept"), [(..., "default"), ("auto", "default"), ("standard", "default"),
+                                            ("flex", "flex"), ("Batch", "batch"), ("priority", "priority"),
+                                            ("scale", "priority"), ("turbo", "turbo")])
+def test_service_tier_normalised_unknown_kept_for_a_warning(sent, kept):
+    assert validate_event(good(service_tier=sent), NOW, LIMITS).service_tier == kept
+
+
+@pytest.mark.parametrize("value", ["", 7, "x" * 129])
+def test_bad_service_tier(value):
+    assert fields_of(validate_event(good(service_tier=value), NOW, LIMITS)) == {"service_tier"}
 
 
 @pytest.mark.parametrize("value", ["", "   ", 5, ["a"], "x" * 129])

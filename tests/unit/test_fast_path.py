@@ -29,7 +29,9 @@ ADVERSARIAL = {"id": st.one_of(st.text(max_size=130), st.integers()), "timestamp
                "cache_read_tokens": count, "cache_write_tokens": count, "reasoning_tokens": count,
                "cost_usd": number, "ttft_ms": number, "error_type": label, "error_message": label,
                "llm_calls": count, "tool_calls": count, "sku": label, "input_text": label, "input_chars": count,
-               "usage_format": st.sampled_from(["openai", None])}
+               "usage_format": st.sampled_from(["openai", None]), "cache_write_1h_tokens": count,
+               "audio_input_tokens": count, "audio_output_tokens": count,
+               "service_tier": st.one_of(label, st.sampled_from(["auto", "Flex", "batch", "priority", "scale"]))}
 valid_event = st.fixed_dictionaries(
     {"id": st.text(min_size=1, max_size=20), "timestamp": st.floats(NOW - 80_000, NOW + 200),
      "tenant": st.sampled_from(["acme", "globex"]), "customer": st.text(min_size=1, max_size=8).filter(str.strip),
@@ -37,6 +39,9 @@ valid_event = st.fixed_dictionaries(
      "output_tokens": st.integers(100, 5000), "duration_ms": st.floats(1000, 60_000),
      "status": st.sampled_from(["ok", "error"]), "error_type": st.sampled_from(["timeout", "odd"])},
     optional={"cache_read_tokens": st.integers(0, 50), "reasoning_tokens": st.integers(0, 50),
+              "cache_write_tokens": st.integers(0, 40), "cache_write_1h_tokens": st.integers(0, 20),
+              "audio_input_tokens": st.integers(0, 60), "audio_output_tokens": st.integers(0, 60),
+              "service_tier": st.sampled_from(["default", "auto", "flex", "batch", "priority", "odd"]),
               "ttft_ms": st.floats(0, 900), "cost_usd": st.floats(0, 5), "error_message": st.text(max_size=300),
               "operation": st.sampled_from(["chat", "agent_run", "embeddings"]), "provider": st.just("openai")})
 # Mostly valid events with zero to two adversarial fields: both the accept and the give-up side get exercised.

@@ -84,7 +84,8 @@ def post(client: TestClient, body: bytes, content_type: str = "application/json"
     assert response.status_code in ALLOWED, response.status_code
     document = response.json()
     if response.status_code == 200:
-        assert set(document) == {"accepted", "duplicates", "rejected", "errors"}
+        assert set(document) == {"accepted", "duplicates", "rejected", "errors", "warnings"}
+        assert len(document["warnings"]) <= document["accepted"] * 2  # at most model + service_tier per event
         assert len(document["errors"]) >= document["rejected"]
     else:
         assert isinstance(document.get("error"), str) and document["error"]

@@ -2,7 +2,7 @@
 #   make run        exporter + embedded simulator on http://127.0.0.1:9477/metrics
 #   make test       the whole suite (unit, promtool, real Prometheus integration); < 10 min
 #   make test-slow  long fuzz / soak / load tests
-#   make bench      benchmarks, side by side with a prometheus-client baseline
+#   make bench      benchmarks, side by side with a prometheus-client baseline (ARGS='--quick', '--shape ...')
 #   make soak       steady load + 1 s scrapes for MINUTES (default 10); RSS, fds, p99 must stay flat
 #   make stack      exporter + Prometheus + Alertmanager from the Debian binaries (no Docker)
 #   make snapshot   re-render docs/snapshots/*.png from the dashboards' PromQL
@@ -32,7 +32,7 @@ test-slow: venv
 	$(PY) -m pytest -q -m slow
 
 bench: venv
-	$(PY) bench/run.py
+	$(PY) bench/run.py $(ARGS)
 
 soak: venv
 	$(PY) bench/soak.py --minutes $(or $(MINUTES),10)

@@ -103,3 +103,20 @@ def create_baseline_app(prices: PriceTable) -> Any:
 
     return Starlette(routes=[Route("/v1/events", post_events, methods=["POST"]), Route("/metrics", metrics),
                              Route("/readyz", ready)])
+
+
+def create_ceiling_app() -> Any:
+    """Reads each body and answers, nothing else: what the HTTP stack alone allows on this machine."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    async def post_events(request: Request) -> Response:
+        await request.body()
+        return JSONResponse({"accepted": 0})
+
+    async def ready(request: Request) -> Response:
+        return JSONResponse({"status": "ready"})
+
+    return Starlette(routes=[Route("/v1/events", post_events, methods=["POST"]), Route("/readyz", ready)])

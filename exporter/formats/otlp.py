@@ -14,9 +14,7 @@ input, like our ``input_tokens``; cache and reasoning counts are parts of input 
 from __future__ import annotations
 
 import base64
-import json
-import zlib
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
@@ -26,17 +24,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
-from ..core.aggregate import IngestResult
-from ..server.app import HTTPProblem, read_body
+from . import PayloadError, TooManyEvents
+from .jsonbody import check_value_budget, loads
 from ..core.events import KNOWN_ERROR_TYPES, OTHER_ERROR_TYPE
-from ..core.store import StoreUnavailable
-
-if TYPE_CHECKING:
-    from ..server.app import Exporter
 
 PATH = "/v1/otlp/v1/traces"  # so OTEL_EXPORTER_OTLP_ENDPOINT=http://<exporter>:9477/v1/otlp works as is
 PROTOBUF = "application/x-protobuf"
@@ -170,50 +161,99 @@ def _hex_ids_to_base64(document: Any) -> None:
                             try:
                                 holder[key] = base64.b64encode(bytes.fromhex(value)).decode()
                             except ValueError:
-                                raise HTTPProblem(400, "bad_request", f"{key} {value[:40]!r} is not hex") from None
+                                raise PayloadError(f"{key} {value[:40]!r} is not hex") from None
 
 
-def decode_request(body: bytes, content_type: str) -> ExportTraceServiceRequest:
-    """An OTLP/HTTP trace export body, binary protobuf or OTLP/JSON; :class:`HTTPProblem` 400/415 otherwise."""
-    media = content_type.split(";", 1)[0].strip().lower()
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise PayloadError("body is not an OTLP ExportTraceServiceRequest: truncated varint")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _fields(data: bytes, start: int, end: int) -> Iterable[tuple[int, int, int]]:
+    """(field number, start, end) of every length-delimited field in ``data[start:end]``; other
+    wire types are skipped by their size. Walks tags only, never builds a message."""
+    pos = start
+    while pos < end:
+        tag, pos = _varint(data, pos)
+        wire_type = tag & 7
+        if wire_type == 0:
+            _, pos = _varint(data, pos)
+        elif wire_type == 1:
+            pos += 8
+        elif wire_type == 5:
+            pos += 4
+        elif wire_type == 2:
+            size, pos = _varint(data, pos)
+            if pos + size > end:
+                raise PayloadError("body is not an OTLP ExportTraceServiceRequest: a field runs past its message")
+            yield tag >> 3, pos, pos + size
+            pos += size
+        else:
+            raise PayloadError(f"body is not an OTLP ExportTraceServiceRequest: wire type {wire_type}")
+    if pos > end:
+        raise PayloadError("body is not an OTLP ExportTraceServiceRequest: a field runs past its message")
+
+
+def count_spans(body: bytes, max_spans: int) -> int:
+    """Spans in a binary export request, counted from the wire format (resource_spans = 1 →
+    scope_spans = 2 → spans = 2) before anything is parsed; :class:`TooManyEvents` as soon as the
+    count, or the count of resource/scope entries, passes ``max_spans``."""
+    spans = containers = 0
+    for number, start, end in _fields(body, 0, len(body)):
+        if number != 1:
+            continue
+        for scope_number, scope_start, scope_end in _fields(body, start, end):
+            if scope_number != 2:
+                continue
+            containers += 1
+            for span_number, _, _ in _fields(body, scope_start, scope_end):
+                if span_number == 2:
+                    spans += 1
+                    if spans > max_spans:
+                        raise TooManyEvents(f"more than {max_spans} spans exceed the batch limit of "
+                                            f"{max_spans}; export smaller batches")
+        if containers > max_spans:
+            raise TooManyEvents(f"more than {max_spans} scope_spans entries; export smaller batches")
+    return spans
+
+
+def _json_span_count(document: Any) -> int:
+    return sum(len(_items(scope_spans, "spans")) for resource_spans in _items(document, "resourceSpans")
+               for scope_spans in _items(resource_spans, "scopeSpans"))
+
+
+def decode_request(body: bytes, media: str, max_spans: int) -> ExportTraceServiceRequest:
+    """An OTLP/HTTP trace export body, binary protobuf (``PROTOBUF``) or OTLP/JSON (``JSON``), counted
+    against ``max_spans`` before it is parsed; :class:`PayloadError` / :class:`TooManyEvents` otherwise."""
     request = ExportTraceServiceRequest()
     if media == PROTOBUF:
+        count_spans(body, max_spans)
         try:
             request.ParseFromString(body)
         except (DecodeError, RecursionError) as exc:
-            raise HTTPProblem(400, "bad_request", f"body is not an OTLP ExportTraceServiceRequest: {exc}") from None
-    elif media == JSON:
-        try:
-            document = json.loads(body)
-            if not isinstance(document, dict):
-                raise HTTPProblem(400, "bad_request", "OTLP/JSON body must be an ExportTraceServiceRequest object")
-            _hex_ids_to_base64(document)
-            json_format.ParseDict(document, request, ignore_unknown_fields=True)
-        except (ValueError, RecursionError, json_format.ParseError) as exc:
-            raise HTTPProblem(400, "bad_request", f"body is not OTLP/JSON: {str(exc)[:300]}") from None
-    else:
-        raise HTTPProblem(415, "unsupported_media_type", f"Content-Type must be {PROTOBUF} or {JSON}")
-    return request
-
-
-def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
-    """OTLP/HTTP receivers must accept gzip (the collector's otlphttp exporter sends it by default);
-    the inflated size is held to the same limit as a plain body."""
-    encoding = encoding.strip().lower()
-    if encoding in ("", "identity"):
-        return body
-    if encoding != "gzip":
-        raise HTTPProblem(415, "unsupported_media_type", f"Content-Encoding {encoding!r} is not supported; use gzip")
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            raise PayloadError(f"body is not an OTLP ExportTraceServiceRequest: {exc}") from None
+        return request
+    check_value_budget(body, max_spans)
+    document = loads(body)
+    if not isinstance(document, dict):
+        raise PayloadError("OTLP/JSON body must be an ExportTraceServiceRequest object")
+    spans = _json_span_count(document)
+    if spans > max_spans:
+        raise TooManyEvents(f"{spans} spans exceed the batch limit of {max_spans}; export smaller batches")
+    _hex_ids_to_base64(document)
     try:
-        data = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise HTTPProblem(400, "bad_request", f"body is not valid gzip: {exc}") from None
-    if len(data) > limit:
-        raise HTTPProblem(413, "too_large", f"inflated body exceeds the limit of {limit} bytes")
-    if not inflater.eof:
-        raise HTTPProblem(400, "bad_request", "gzip body is truncated")
-    return data
+        json_format.ParseDict(document, request, ignore_unknown_fields=True)
+    except (ValueError, RecursionError, json_format.ParseError) as exc:
+        raise PayloadError(f"body is not OTLP/JSON: {str(exc)[:300]}") from None
+    return request
 
 
 def _summary(errors: list[dict[str, Any]], rejected: int) -> str:
@@ -230,47 +270,12 @@ def _summary(errors: list[dict[str, Any]], rejected: int) -> str:
         f"; and {more} more spans" if more > 0 else "")
 
 
-def _export_response(result: IngestResult, media: str) -> Response:
-    """OTLP success, with ``partial_success`` when spans were rejected, in the request's encoding."""
+def encode_response(rejected: int, errors: list[dict[str, Any]], media: str) -> bytes:
+    """The OTLP success body, with ``partial_success`` when spans were rejected, in the request's encoding."""
     message = ExportTraceServiceResponse()
-    if result.rejected:
-        message.partial_success.rejected_spans = result.rejected
-        message.partial_success.error_message = _summary(result.errors, result.rejected)
+    if rejected:
+        message.partial_success.rejected_spans = rejected
+        message.partial_success.error_message = _summary(errors, rejected)
     if media == JSON:
-        return Response(json_format.MessageToJson(message, indent=None, unquote_int64_if_possible=True),
-                        media_type=JSON)
-    return Response(message.SerializeToString(), media_type=PROTOBUF)
-
-
-def make_otlp_route(exporter: Exporter) -> Route:
-    """``POST /v1/otlp/v1/traces``: auth, limits and tenant rules as for ``POST /v1/events``."""
-    config = exporter.config
-
-    async def post_traces(request: Request) -> Response:
-        content_type = request.headers.get("content-type", "")
-        try:
-            tenant = exporter.auth.tenant_for(request)
-            body = await read_body(request, config.web_max_body_bytes)
-            body = _decompress(body, request.headers.get("content-encoding", ""), config.web_max_body_bytes)
-            events, _skipped = spans_to_events(decode_request(body, content_type), default_tenant=tenant)
-            if tenant is not None:
-                foreign = {e["tenant"] for e in events if isinstance(e.get("tenant"), str)} - {tenant}
-                if foreign:
-                    raise HTTPProblem(403, "forbidden", f"token of tenant {tenant!r} cannot write tenant(s) "
-                                                        f"{sorted(foreign)[:5]}")
-            if len(events) > config.web_max_batch_events:
-                raise HTTPProblem(413, "too_large", f"{len(events)} GenAI spans exceed the batch limit of "
-                                                    f"{config.web_max_batch_events}; export smaller batches")
-            try:
-                result = exporter.aggregator.ingest(events, "otlp")
-            except StoreUnavailable as exc:
-                raise HTTPProblem(503, "store_unavailable", f"{exc}; nothing from this request was counted",
-                                  {"Retry-After": "5"}) from None
-        except HTTPProblem as exc:
-            exporter.telemetry.rejections.labels(exc.reason).inc()
-            return JSONResponse({"error": exc.message}, exc.status, headers=exc.headers)
-        except ClientDisconnect:
-            return Response(status_code=400)
-        return _export_response(result, content_type.split(";", 1)[0].strip().lower())
-
-    return Route(PATH, post_traces, methods=["POST"])
+        return json_format.MessageToJson(message, indent=None, unquote_int64_if_possible=True).encode()
+    return message.SerializeToString()

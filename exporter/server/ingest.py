@@ -1,0 +1,204 @@
+"""The one front door for usage events, whatever format they arrive in.
+
+Every ingest route is ``decode`` (bytes + content type → a :class:`Batch` of raw events, the only
+part that differs per format) followed by :meth:`FrontDoor.submit`, which applies the request rules
+once for all formats, in this order: batch limit (413), tenant check (403), tenant rate limits
+(429), store health (503, nothing counted), then the one ingest function,
+:meth:`Aggregator.ingest`. Refusals are counted in ``llm_exporter_rejections_total{reason}``.
+A new format is one decoder plus one :class:`Format` entry in the route table.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..config import Config
+from ..core.aggregate import Aggregator, IngestResult
+from ..core.events import Event, decode_batch
+from ..core.ratelimit import TenantRateLimits
+from ..core.store import StateStore, StoreUnavailable
+from ..core.telemetry import Telemetry
+from ..formats import PayloadError, TooManyEvents, otlp
+from ..formats.jsonbody import check_value_budget, loads
+from .http import HTTPProblem, TokenAuth, bad_request, json_response, media_type, problem_response, read_body, \
+    too_large
+
+EVENTS_JSON = ("application/json",)
+EVENTS_NDJSON = ("application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines")
+_NDJSON_LINE = re.compile(rb"[^\n]*\S[^\n]*")  # blank lines are skipped in C, never become objects
+
+
+@dataclass(slots=True)
+class Batch:
+    """What a decoder hands the front door: raw event objects, or (the JSON fast path) events that
+    msgspec already decoded and validated as a whole. ``size`` is what the batch limit counts."""
+
+    raw: Sequence[Any] = ()
+    valid: list[Event] | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.valid) if self.valid is not None else len(self.raw)
+
+    def tenant_counts(self) -> dict[str, int]:
+        """Events per tenant named in the batch (malformed tenants are left to per-event validation)."""
+        counts: dict[str, int] = {}
+        tenants = (e.tenant for e in self.valid) if self.valid is not None else (
+            e.get("tenant") for e in self.raw if isinstance(e, dict))
+        for tenant in tenants:
+            if isinstance(tenant, str):
+                counts[tenant] = counts.get(tenant, 0) + 1
+        return counts
+
+
+Decoder = Callable[[bytes, str, "str | None", int, float, Aggregator], Batch]
+
+
+def decode_events(body: bytes, media: str, caller: str | None, max_events: int, now: float,
+                  aggregator: Aggregator) -> Batch:
+    """``POST /v1/events``: ``{"events": [...]}`` (decoded and validated by msgspec in one go when
+    the whole batch is valid) or NDJSON, one event per line."""
+    check_value_budget(body, max_events)
+    if media in EVENTS_JSON:
+        valid = decode_batch(body, now, aggregator.limits)
+        if valid is not None:
+            return Batch(valid=valid)
+        try:
+            document = loads(body)
+        except PayloadError as exc:
+            raise PayloadError(f"body is {exc}") from None
+        if not isinstance(document, dict) or not isinstance(document.get("events"), list):
+            raise PayloadError('body must be a JSON object {"events": [ ... ]}')
+        return Batch(raw=document["events"])
+    events = []
+    for number, line in enumerate(_NDJSON_LINE.finditer(body), 1):
+        if number > max_events:
+            raise TooManyEvents(f"more than {max_events} lines exceed the batch limit of {max_events}")
+        try:
+            events.append(loads(line.group()))
+        except PayloadError as exc:
+            raise PayloadError(f"line {number} is {exc}") from None
+    return Batch(raw=events)
+
+
+def decode_otlp(body: bytes, media: str, caller: str | None, max_events: int, now: float,
+                aggregator: Aggregator) -> Batch:
+    """``POST /v1/otlp/v1/traces``: GenAI spans → events; spans without a tenant attribute belong
+    to the caller's tenant."""
+    request = otlp.decode_request(body, media, max_events)
+    events, _skipped = otlp.spans_to_events(request, default_tenant=caller)
+    return Batch(raw=events)
+
+
+def events_response(result: IngestResult, media: str) -> Response:
+    return json_response(result.as_dict())
+
+
+def otlp_response(result: IngestResult, media: str) -> Response:
+    return Response(otlp.encode_response(result.rejected, result.errors, media), media_type=media)
+
+
+@dataclass(frozen=True)
+class Format:
+    """One ingest format: the media types it reads, its decoder and its success response."""
+
+    source: str  # the `source` label of llm_exporter_events_total
+    media_types: tuple[str, ...]
+    decode: Decoder
+    respond: Callable[[IngestResult, str], Response]
+
+
+EVENTS = Format("api", EVENTS_JSON + EVENTS_NDJSON, decode_events, events_response)
+OTLP_TRACES = Format("otlp", (otlp.PROTOBUF, otlp.JSON), decode_otlp, otlp_response)
+
+
+def store_ready(store: StateStore, telemetry: Telemetry) -> bool:
+    """Probe an unhealthy store with an empty transaction so /readyz and writes recover by themselves."""
+    if store.healthy:
+        return True
+    try:
+        store.probe()
+    except StoreUnavailable:
+        return False
+    telemetry.store_up.set(1)
+    return True
+
+
+class FrontDoor:
+    """The request rules every ingest format obeys, and the route handler that applies them."""
+
+    def __init__(self, config: Config, auth: TokenAuth, rate_limits: TenantRateLimits, aggregator: Aggregator,
+                 store: StateStore, telemetry: Telemetry) -> None:
+        self.config = config
+        self.auth = auth
+        self.rate_limits = rate_limits
+        self.aggregator = aggregator
+        self.store = store
+        self.telemetry = telemetry
+
+    def submit(self, batch: Batch, caller: str | None, source: str, now: float) -> IngestResult:
+        """Count ``batch`` for ``caller`` (None when auth is off) or raise the :class:`HTTPProblem`
+        that refuses it whole; a refused batch counts nothing."""
+        limit = self.config.web_max_batch_events
+        if batch.size > limit:
+            raise too_large(f"{batch.size} events exceed the batch limit of {limit}")
+        counts = batch.tenant_counts()
+        if caller is not None:
+            foreign = set(counts) - {caller}
+            if foreign:
+                raise HTTPProblem(403, "forbidden", f"token of tenant {caller!r} cannot write tenant(s) "
+                                                    f"{sorted(foreign)[:5]}")
+        retry_after = self.rate_limits.admit(counts) if self.rate_limits.buckets else 0
+        if retry_after:
+            raise HTTPProblem(429, "rate_limited", f"tenant rate limit exceeded; retry in {retry_after}s",
+                              {"Retry-After": str(retry_after)})
+        if not store_ready(self.store, self.telemetry):
+            raise HTTPProblem(503, "store_unavailable", f"{self.store.last_error or 'state store unavailable'}; "
+                              "nothing from this request was counted", {"Retry-After": "5"})
+        try:
+            if batch.valid is not None:
+                return self.aggregator.ingest_valid(batch.valid, source, now)
+            return self.aggregator.ingest(batch.raw, source, now)
+        except StoreUnavailable as exc:
+            raise HTTPProblem(503, "store_unavailable", f"{exc}; nothing from this request was counted",
+                              {"Retry-After": "5"}) from None
+
+    def decode(self, fmt: Format, body: bytes, content_type: str, caller: str | None, now: float) -> Batch:
+        """The format's decoder, with its payload errors turned into 400/413 and its media types
+        enforced (415)."""
+        media = media_type(content_type)
+        if media not in fmt.media_types:
+            raise HTTPProblem(415, "unsupported_media_type", f"Content-Type must be {' or '.join(fmt.media_types)}")
+        try:
+            return fmt.decode(body, media, caller, self.config.web_max_batch_events, now, self.aggregator)
+        except TooManyEvents as exc:
+            raise too_large(str(exc)) from None
+        except PayloadError as exc:
+            raise bad_request(str(exc)) from None
+
+    def route(self, path: str, fmt: Format) -> Route:
+        """``POST path`` for ``fmt``: auth, body, decode, submit, respond."""
+
+        async def endpoint(request: Request) -> Response:
+            content_type = request.headers.get("content-type", "")
+            try:
+                caller = self.auth.tenant_for(request)
+                body = await read_body(request, self.config.web_max_body_bytes)
+                now = time.time()
+                batch = self.decode(fmt, body, content_type, caller, now)
+                result = self.submit(batch, caller, fmt.source, now)
+            except HTTPProblem as exc:
+                self.telemetry.rejections.labels(exc.reason).inc()
+                return problem_response(exc)
+            except ClientDisconnect:
+                return Response(status_code=400)
+            return fmt.respond(result, media_type(content_type))
+
+        return Route(path, endpoint, methods=["POST"])

@@ -270,12 +270,18 @@ def _summary(errors: list[dict[str, Any]], rejected: int) -> str:
         f"; and {more} more spans" if more > 0 else "")
 
 
-def encode_response(rejected: int, errors: list[dict[str, Any]], media: str) -> bytes:
-    """The OTLP success body, with ``partial_success`` when spans were rejected, in the request's encoding."""
+def encode_response(rejected: int, errors: list[dict[str, Any]], warnings: list[dict[str, Any]], media: str) -> bytes:
+    """The OTLP success body in the request's encoding. ``partial_success`` carries the rejected spans
+    and, as the OTLP spec allows for warnings (rejected_spans 0, a message), the caveats of accepted ones."""
     message = ExportTraceServiceResponse()
+    summaries = []
     if rejected:
         message.partial_success.rejected_spans = rejected
-        message.partial_success.error_message = _summary(errors, rejected)
+        summaries.append(_summary(errors, rejected))
+    if warnings:
+        summaries.append("warnings: " + _summary(warnings, len({w["index"] for w in warnings})))
+    if summaries:
+        message.partial_success.error_message = "; ".join(summaries)
     if media == JSON:
         return json_format.MessageToJson(message, indent=None, unquote_int64_if_possible=True).encode()
     return message.SerializeToString()

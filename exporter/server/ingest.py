@@ -102,7 +102,7 @@ def events_response(result: IngestResult, media: str) -> Response:
 
 
 def otlp_response(result: IngestResult, media: str) -> Response:
-    return Response(otlp.encode_response(result.rejected, result.errors, media), media_type=media)
+    return Response(otlp.encode_response(result.rejected, result.errors, result.warnings, media), media_type=media)
 
 
 @dataclass(frozen=True)

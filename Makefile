@@ -48,10 +48,10 @@ stack-backfill: venv
 	tools/stack.sh --fresh --backfill 7
 
 dashboards: venv
-	$(PY) grafana/generate_dashboards.py
+	$(PY) -m mixin dashboards
 
 rules: venv
-	$(PY) prometheus/generate_rules.py
+	$(PY) -m mixin rules
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .stack

@@ -54,8 +54,11 @@ import httpx
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "grafana"))
-import generate_dashboards as gen  # noqa: E402  (iter_queries, substitute, MODEL_COLORS)
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+import grafana_vars  # noqa: E402  (Grafana's variable interpreter, test tooling: substitute, ALL)
+from exporter.config import parse_duration  # noqa: E402
+from mixin import promql  # noqa: E402
+from mixin.dashboards import iter_queries  # noqa: E402
 
 try:
     import matplotlib
@@ -279,14 +282,14 @@ def recording_rule_definitions() -> list[dict[str, Any]]:
 
 
 def expr_names(expr: str) -> set[str]:
-    return set(gen.metrics_in(expr))
+    return set(promql.metrics_in(expr))
 
 
 def dashboard_recording_rules() -> set[str]:
     names: set[str] = set()
     for dash in load_dashboards():
-        for _where, expr in gen.iter_queries(dash):
-            names |= {n for n in gen.metrics_in(expr) if ":" in n}
+        for _where, expr in iter_queries(dash):
+            names |= {n for n in promql.metrics_in(expr) if ":" in n}
     return names
 
 
@@ -557,18 +560,18 @@ class Renderer:
             if variable.get("type") != "query":
                 continue
             if variable.get("includeAll") and variable.get("allValue"):
-                variables[variable["name"]] = gen.ALL
+                variables[variable["name"]] = grafana_vars.ALL
             else:
                 variables[variable["name"]] = (variable.get("current") or {}).get("value") or JOB
         self.variables = {**variables, **window.builtins()}
         self.queries = 0
 
     def expr(self, target: Mapping[str, Any]) -> str:
-        return gen.substitute(target["expr"], self.variables, dashboard=self.dash)
+        return grafana_vars.substitute(target["expr"], self.variables, dashboard=self.dash)
 
     def step(self, panel: Mapping[str, Any], target: Mapping[str, Any]) -> float:
         interval = target.get("interval") or panel.get("interval")
-        minimum = gen._duration_seconds(interval) if interval else 0
+        minimum = parse_duration(interval) if interval else 0
         return max(self.window.interval, minimum)
 
     def range_series(self, panel: Mapping[str, Any], target: Mapping[str, Any]) -> tuple[list[Series], float]:

@@ -40,33 +40,25 @@ exists in the live exporter's ``/metrics`` or among the rules Prometheus loaded.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import re
 import time
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any, Iterable, Iterator, Mapping
 
 import pytest
 import yaml
 
+import grafana_vars
+from exporter.config import parse_duration
+from mixin import promql
+from mixin.dashboards import iter_queries
 from harness import REPO, RULES_DIR
 
-GENERATOR = REPO / "grafana" / "generate_dashboards.py"
 DASHBOARD_DIR = REPO / "grafana" / "dashboards"
 
 
-def _load_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("generate_dashboards_live", GENERATOR)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = _load_generator()
 
 BUILTINS = {"__range": "5m", "__interval": "5s", "__rate_interval": "15s"}
 RANGE_S = 300.0
@@ -171,7 +163,7 @@ def promql_metric_names(expr: str) -> list[str]:
 def query_metric_names(query: str) -> list[str]:
     """Like ``promql_metric_names``, also for a variable's ``label_values(sel, label)``."""
     if query.strip().startswith("label_values("):
-        selector, _label = gen.parse_label_values(query)
+        selector, _label = grafana_vars.parse_label_values(query)
         return promql_metric_names(selector) if selector else []
     return promql_metric_names(query)
 
@@ -250,13 +242,13 @@ def build_cases() -> list[Case]:
                 targets.setdefault((panel.get("title", ""), target.get("expr", "")), []).append((panel, target))
         variables = {v["name"]: v for v in dash["templating"]["list"] if v.get("type") == "query"}
         seen: dict[tuple[str, str], int] = {}
-        for where, expr in gen.iter_queries(dash):
+        for where, expr in iter_queries(dash):
             key = (where, expr)
             if key in targets:
                 panel, target = targets[key][seen.get(key, 0)]
                 seen[key] = seen.get(key, 0) + 1
                 interval = target.get("interval") or panel.get("interval")
-                step = max(INTERVAL_S, gen._duration_seconds(interval) if interval else 0)
+                step = max(INTERVAL_S, parse_duration(interval) if interval else 0)
                 cases.append(Case(uid, where, target.get("refId", "?"), expr, False,
                                   bool(target.get("range", not target.get("instant"))), step, _variables_of(expr)))
             elif where in variables:
@@ -294,11 +286,11 @@ class Live:
 
     # Grafana answers label_values(sel, label) with /api/v1/label/<label>/values?match[]=sel over the range.
     def label_values(self, query: str, variables: Mapping[str, Any], dash: Mapping[str, Any]) -> list[str]:
-        selector, label = gen.parse_label_values(query)
+        selector, label = grafana_vars.parse_label_values(query)
         now = time.time()
         params: dict[str, Any] = {"start": now - RANGE_S, "end": now}
         if selector:
-            params["match[]"] = gen.substitute(selector, {**variables, **BUILTINS}, dashboard=dash)
+            params["match[]"] = grafana_vars.substitute(selector, {**variables, **BUILTINS}, dashboard=dash)
         return sorted(self.prom._api(f"/api/v1/label/{label}/values", params))
 
     def resolve(self, uid: str, variant: str, pinned: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -316,7 +308,7 @@ class Live:
                 assert pinned[name] in answer, f"{uid}: pinned ${name}={pinned[name]!r} not in the live answer {answer}"
                 values[name] = pinned[name]
             elif variant == "all" and variable.get("includeAll") and variable.get("allValue"):
-                values[name] = gen.ALL
+                values[name] = grafana_vars.ALL
             else:  # "one", and variables without "All" (Grafana then uses a concrete value)
                 current = (variable.get("current") or {}).get("value")
                 values[name] = current if isinstance(current, str) and current in answer else answer[0]
@@ -362,7 +354,7 @@ class Live:
 def _recording_rules_in_dashboards() -> list[str]:
     names: list[str] = []
     for dash in DASHBOARDS.values():
-        for _where, expr in gen.iter_queries(dash):
+        for _where, expr in iter_queries(dash):
             names += [n for n in query_metric_names(expr) if ":" in n and n not in names]
     return names
 
@@ -394,7 +386,7 @@ def live(sim_stack: Any) -> Live:
 def test_cases_cover_every_dashboard_query() -> None:
     assert {c.uid for c in CASES} == set(DASHBOARDS) and len(DASHBOARDS) >= 5
     for uid, dash in DASHBOARDS.items():
-        assert sum(c.uid == uid for c in CASES) == len(list(gen.iter_queries(dash)))
+        assert sum(c.uid == uid for c in CASES) == len(list(iter_queries(dash)))
 
 
 @pytest.mark.parametrize(("case", "variant"), PARAMS)
@@ -405,7 +397,7 @@ def test_query_returns_data(live: Live, case: Case, variant: str) -> None:
         answer = live.poll(f"{case.expr} with {values}", lambda: live.label_values(case.expr, values, dash))
         assert all(isinstance(v, str) and v for v in answer)
         return
-    expr = gen.substitute(case.expr, {**values, **BUILTINS}, dashboard=dash)
+    expr = grafana_vars.substitute(case.expr, {**values, **BUILTINS}, dashboard=dash)
     assert "$" not in expr.replace("$1", ""), f"unsubstituted variable in {expr}"
     live.poll(f"instant query {expr}", lambda: live.prom.query(expr))
     if case.range:
@@ -433,10 +425,10 @@ def _referenced_names() -> dict[str, list[str]]:
     rule file, with where it is read."""
     where: dict[str, list[str]] = {}
     for uid, dash in DASHBOARDS.items():
-        for title, expr in gen.iter_queries(dash, include_annotations=True):
+        for title, expr in iter_queries(dash, include_annotations=True):
             names = query_metric_names(expr)
             # The generator's own (regex) extraction must agree: both guard the same contract.
-            assert set(gen.metrics_in(expr)) <= set(names) | {"label_values"}, (uid, title, expr)
+            assert set(promql.metrics_in(expr)) <= set(names) | {"label_values"}, (uid, title, expr)
             for name in names:
                 where.setdefault(name, []).append(f"{uid}: {title}")
     for file_name, rule, expr in rule_exprs():

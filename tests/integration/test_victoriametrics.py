@@ -71,7 +71,6 @@ the 22.5 s where VictoriaMetrics would widen it.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import math
 import re
@@ -80,7 +79,6 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Iterable, Iterator, Mapping
 
 import httpx
@@ -88,21 +86,14 @@ import pytest
 import yaml
 
 from conftest import UNPRICED_MODEL, probe_events
+import grafana_vars
+from mixin import promql
+from mixin.dashboards import iter_queries
 from harness import REPO, ExporterProcess, PrometheusProcess, ServerProcess, rule_files, wait_until
 
-GENERATOR = REPO / "grafana" / "generate_dashboards.py"
 DASHBOARD_DIR = REPO / "grafana" / "dashboards"
 
 
-def _load_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("generate_dashboards_vm", GENERATOR)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = _load_generator()
 
 SCRAPE_INTERVAL_S = 1
 RANGE_S = 60
@@ -311,7 +302,7 @@ def build_cases() -> list[Case]:
             for target in panel.get("targets", []):
                 refs.setdefault((panel.get("title", ""), target.get("expr", "")), []).append(target.get("refId", "?"))
         variables = {v["name"] for v in dash["templating"]["list"] if v.get("type") == "query"}
-        for where, expr in gen.iter_queries(dash):
+        for where, expr in iter_queries(dash):
             uses = frozenset(a or b for a, b in _VAR_NAMES.findall(expr) if not (a or b).startswith("__"))
             if refs.get((where, expr)):
                 cases.append(Case(uid, where, refs[(where, expr)].pop(0), expr, False, uses))
@@ -338,7 +329,7 @@ def windows_s(expr: str) -> set[int]:
 
 
 ALL_WINDOWS = sorted({w for case in CASES if not case.is_variable
-                      for w in windows_s(gen.substitute(case.expr, {**{v: gen.ALL for v in case.uses}, **BUILTINS},
+                      for w in windows_s(grafana_vars.substitute(case.expr, {**{v: grafana_vars.ALL for v in case.uses}, **BUILTINS},
                                                         strict=False))})
 
 
@@ -371,10 +362,10 @@ class Stack:
     # Grafana answers label_values(sel, label) with /api/v1/label/<label>/values?match[]=sel over the range.
     def label_values(self, client: httpx.Client, query: str, variables: Mapping[str, Any],
                      dash: Mapping[str, Any]) -> list[str]:
-        selector, label = gen.parse_label_values(query)
+        selector, label = grafana_vars.parse_label_values(query)
         params: dict[str, Any] = {"start": f"{self.at_ms / 1000 - RANGE_S:.3f}", "end": f"{self.at_ms / 1000:.3f}"}
         if selector:
-            params["match[]"] = gen.substitute(selector, {**variables, **BUILTINS}, dashboard=dash)
+            params["match[]"] = grafana_vars.substitute(selector, {**variables, **BUILTINS}, dashboard=dash)
         return sorted(api(client, f"/api/v1/label/{label}/values", params))
 
     def resolve(self, uid: str, variant: str, pinned: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -400,7 +391,7 @@ class Stack:
                 assert pinned[name] in answer, f"{uid}: pinned ${name}={pinned[name]!r} not in {answer}"
                 values[name] = pinned[name]
             elif variant == "all" and variable.get("includeAll") and variable.get("allValue"):
-                values[name] = gen.ALL
+                values[name] = grafana_vars.ALL
             else:
                 current = (variable.get("current") or {}).get("value")
                 values[name] = current if isinstance(current, str) and current in answer else answer[0]
@@ -444,8 +435,8 @@ def _warm_exporter(exporter: ExporterProcess, timeout: float = 45) -> None:
 def _recording_rules_in_dashboards() -> list[str]:
     names: list[str] = []
     for dash in DASHBOARDS.values():
-        for _where, expr in gen.iter_queries(dash):
-            names += [n for n in gen.metrics_in(expr) if ":" in n and n not in names]
+        for _where, expr in iter_queries(dash):
+            names += [n for n in promql.metrics_in(expr) if ":" in n and n not in names]
     return names
 
 
@@ -591,7 +582,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def test_cases_cover_every_dashboard_query() -> None:
     assert {c.uid for c in CASES} == set(DASHBOARDS) and len(DASHBOARDS) >= 5
     for uid, dash in DASHBOARDS.items():
-        assert sum(c.uid == uid for c in CASES) == len(list(gen.iter_queries(dash)))
+        assert sum(c.uid == uid for c in CASES) == len(list(iter_queries(dash)))
     # The windows T is chosen for: $__rate_interval, $__range, and the fixed hour and day bars.
     assert ALL_WINDOWS == [RATE_INTERVAL_S, RANGE_S, 3600, 86400], ALL_WINDOWS
 
@@ -658,7 +649,7 @@ def test_same_answer(stack: Stack, case: Case, variant: str) -> None:
         assert prom, f"{case.expr} with {values}: no values"
         assert vm == prom, f"{case.expr} with {values}: Prometheus {prom}, VictoriaMetrics {vm}"
         return
-    expr = gen.substitute(case.expr, {**values, **BUILTINS}, dashboard=dash)
+    expr = grafana_vars.substitute(case.expr, {**values, **BUILTINS}, dashboard=dash)
     assert "$" not in expr.replace("$1", ""), f"unsubstituted variable in {expr}"
     prom, vm = vector(stack.prom, expr, stack.at_ms), vector(stack.vmc, expr, stack.at_ms)
     assert prom or vm, f"no data on either side for {expr}: the comparison would prove nothing"

@@ -7,20 +7,22 @@ unexplained factors such as ``/1000``, and titles that say something the query d
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Iterator
 
 import pytest
 import yaml
 
+import grafana_vars
+from mixin import dashboards as gen
+from mixin import promql
+
 ROOT = Path(__file__).resolve().parents[2]
-GENERATOR = ROOT / "grafana" / "generate_dashboards.py"
+GENERATOR = [sys.executable, "-m", "mixin", "dashboards"]
 DASHBOARD_DIR = ROOT / "grafana" / "dashboards"
 DATASOURCE_FILE = ROOT / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
 PROVIDER_FILE = ROOT / "grafana" / "provisioning" / "dashboards" / "llm-usage.yml"
@@ -36,15 +38,6 @@ LABELS = {"model", "tenant", "customer", "status", "operation", "error_type", "t
           "result", "route", "code", "instance", "call_type", "label", "provider"}
 
 
-def _load_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("generate_dashboards", GENERATOR)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = _load_generator()
 DASHBOARDS: dict[str, dict[str, Any]] = {
     path.name: json.loads(path.read_text(encoding="utf-8")) for path in sorted(DASHBOARD_DIR.glob("*.json"))
 }
@@ -79,7 +72,7 @@ def walk(node: Any, path: str = "") -> Iterator[tuple[str, Any, Any]]:
 # --- generator -------------------------------------------------------------------------------
 
 def test_generator_check_mode_passes() -> None:
-    result = subprocess.run([sys.executable, str(GENERATOR), "--check"], capture_output=True, text=True,
+    result = subprocess.run([*GENERATOR, "--check"], capture_output=True, text=True,
                             cwd=ROOT, timeout=120)
     assert result.returncode == 0, f"dashboards are stale or invalid:\n{result.stderr}{result.stdout}"
 
@@ -89,7 +82,7 @@ def test_check_mode_fails_on_stale_json(tmp_path: Path) -> None:
         (tmp_path / name).write_text(gen.render(dash), encoding="utf-8")
     victim = tmp_path / "llm-overview.json"
     victim.write_text(victim.read_text(encoding="utf-8").replace("$__rate_interval", "5m", 1), encoding="utf-8")
-    result = subprocess.run([sys.executable, str(GENERATOR), "--check", "--out", str(tmp_path)],
+    result = subprocess.run([*GENERATOR, "--check", "--out", str(tmp_path)],
                             capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 1
     assert "llm-overview.json: stale" in result.stderr
@@ -150,7 +143,7 @@ def test_every_panel_has_description_naming_its_metrics_and_a_unit(name: str) ->
         assert panel.get("description", "").strip(), f"{panel['title']}: no description"
         assert panel["fieldConfig"]["defaults"].get("unit"), f"{panel['title']}: no unit"
         for expr in exprs(panel):
-            for metric in gen.metrics_in(expr):
+            for metric in promql.metrics_in(expr):
                 assert metric in panel["description"], f"{panel['title']}: description does not name {metric}"
 
 
@@ -181,7 +174,7 @@ def test_template_variables(name: str) -> None:
         var = variables[var_name]
         assert var["type"] == "query" and var["datasource"] == DS
         assert var["multi"] is True and var["includeAll"] is True and var["allValue"] == ".*"
-        selector, label = gen.parse_label_values(var["query"])
+        selector, label = grafana_vars.parse_label_values(var["query"])
         assert label == var_name and var["definition"] == var["query"]
         if var_name != "tenant":
             assert selector and 'tenant=~"$tenant"' in selector, f"{var_name} does not follow $tenant"
@@ -204,7 +197,7 @@ def test_rate_windows(name: str) -> None:
         for window in re.findall(r"\[([^\]]+)\]", expr):
             assert window in ALLOWED_WINDOWS, f"{title}: range [{window}] in {expr}"
         for match in re.finditer(r"\b(rate|increase|irate)\(", expr):
-            end = gen._closing_paren(expr, match.end() - 1)
+            end = promql.closing_paren(expr, match.end() - 1)
             inner = expr[match.end():end]
             assert re.search(r"\[[^\]]+\]$", inner), f"{title}: {match.group(1)}() without a range: {expr}"
             metric = re.match(r"[\w:]+", inner)
@@ -359,19 +352,19 @@ def test_iter_queries_lists_every_target_and_query_variable() -> None:
     ('label_replace(x, "a", "$1", "b", "(.*)")', {}, 'label_replace(x, "a", "$1", "b", "(.*)")'),
 ])
 def test_substitute(expr: str, variables: dict[str, Any], expected: str) -> None:
-    assert gen.substitute(expr, variables) == expected
+    assert grafana_vars.substitute(expr, variables) == expected
 
 
 def test_substitute_reads_variable_definitions_from_the_dashboard() -> None:
     health = next(d for d in DASHBOARDS.values() if d["uid"] == "llm-exporter")
-    assert gen.substitute('up{job=~"$job"}', {"job": "a.b"}, dashboard=health) == 'up{job=~"a.b"}'  # single value
-    assert gen.substitute('x{tenant=~"$tenant"}', {"tenant": "a.b"}, dashboard=health) == 'x{tenant=~"a\\\\.b"}'
+    assert grafana_vars.substitute('up{job=~"$job"}', {"job": "a.b"}, dashboard=health) == 'up{job=~"a.b"}'  # single value
+    assert grafana_vars.substitute('x{tenant=~"$tenant"}', {"tenant": "a.b"}, dashboard=health) == 'x{tenant=~"a\\\\.b"}'
 
 
 def test_substitute_unknown_variable() -> None:
     with pytest.raises(KeyError):
-        gen.substitute('x{a=~"$nope"}', {})
-    assert gen.substitute('x{a=~"$nope"}', {}, strict=False) == 'x{a=~"$nope"}'
+        grafana_vars.substitute('x{a=~"$nope"}', {})
+    assert grafana_vars.substitute('x{a=~"$nope"}', {}, strict=False) == 'x{a=~"$nope"}'
 
 
 def test_every_dashboard_query_substitutes_cleanly() -> None:
@@ -379,7 +372,7 @@ def test_every_dashboard_query_substitutes_cleanly() -> None:
               "job": "llm-usage-exporter"}
     for dash in DASHBOARDS.values():
         for title, expr in gen.iter_queries(dash, include_annotations=True):
-            out = gen.substitute(expr, values, dashboard=dash)
+            out = grafana_vars.substitute(expr, values, dashboard=dash)
             assert "$" not in out.replace('"$1"', ""), f"{title}: {out}"
 
 

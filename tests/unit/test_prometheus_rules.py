@@ -8,7 +8,6 @@ CI image without it cannot report green.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
 import subprocess
@@ -19,6 +18,9 @@ from typing import Any
 
 import pytest
 import yaml
+
+from mixin import rules as gen
+from mixin.thresholds import validate as validate_thresholds
 
 ROOT = Path(__file__).resolve().parents[2]
 PROM = ROOT / "prometheus"
@@ -131,18 +133,6 @@ def alert_test_cases() -> list[dict[str, Any]]:
     return cases
 
 
-def load_generator():
-    spec = importlib.util.spec_from_file_location("generate_rules", PROM / "generate_rules.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    saved, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no prometheus/__pycache__
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.dont_write_bytecode = saved
-    return module
-
-
 # ---------------------------------------------------------------------------- promtool
 
 
@@ -204,11 +194,10 @@ def test_promtool_tests_fix_group_order() -> None:
 
 
 def test_generator_check_passes() -> None:
-    assert_ok(run([sys.executable, str(PROM / "generate_rules.py"), "--check"]))
+    assert_ok(run([sys.executable, "-m", "mixin", "rules", "--check"]))
 
 
 def test_generator_check_detects_stale_file(tmp_path: Path) -> None:
-    gen = load_generator()
     cfg = load_yaml(PROM / "thresholds.yml")
     cfg = {**cfg, "alerts": {**cfg["alerts"], "LLMTenantCostAnomaly": {**cfg["alerts"]["LLMTenantCostAnomaly"], "factor": 4}}}
     rendered = gen.generate(cfg)[RULES / "alerts.yml"]
@@ -217,7 +206,7 @@ def test_generator_check_detects_stale_file(tmp_path: Path) -> None:
     # a thresholds file that differs from the committed rules makes --check fail
     thresholds = tmp_path / "thresholds.yml"
     thresholds.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    proc = run([sys.executable, str(PROM / "generate_rules.py"), "--check", "--thresholds", str(thresholds)])
+    proc = run([sys.executable, "-m", "mixin", "rules", "--check", "--thresholds", str(thresholds)])
     assert proc.returncode == 1, proc.stderr
     assert "stale" in proc.stderr
 
@@ -233,21 +222,19 @@ def test_generator_check_detects_stale_file(tmp_path: Path) -> None:
     ],
 )
 def test_generator_rejects_bad_thresholds(path: tuple[str, ...], value: Any, message: str) -> None:
-    gen = load_generator()
     cfg = yaml.safe_load((PROM / "thresholds.yml").read_text(encoding="utf-8"))
     node = cfg["alerts"]
     for key in path[:-1]:
         node = node[key]
     node[path[-1]] = value
-    errors = gen.validate(cfg)
+    errors = validate_thresholds(cfg)
     assert any(message in e for e in errors), errors
 
 
 def test_generator_rejects_unknown_and_missing_alerts() -> None:
-    gen = load_generator()
     cfg = yaml.safe_load((PROM / "thresholds.yml").read_text(encoding="utf-8"))
     cfg["alerts"]["LLMSomethingNew"] = cfg["alerts"].pop("LLMTenantSilent")
-    errors = gen.validate(cfg)
+    errors = validate_thresholds(cfg)
     assert any("LLMSomethingNew: unknown alert" in e for e in errors), errors
     assert any("LLMTenantSilent: missing" in e for e in errors), errors
 

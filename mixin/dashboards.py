@@ -1,20 +1,11 @@
-#!/usr/bin/env python3
 """Generate the Grafana dashboards of llm-usage-exporter.
 
-    python grafana/generate_dashboards.py           # (re)write grafana/dashboards/*.json
-    python grafana/generate_dashboards.py --check   # exit 1 if the committed JSON is stale or
-                                                    # a query names a metric that does not exist
+    python -m mixin dashboards           # (re)write grafana/dashboards/*.json  (make dashboards)
+    python -m mixin dashboards --check   # exit 1 if the committed JSON is stale or
+                                         # a query names a metric that does not exist
 
-Why plain dicts and no dashboard library (grafanalib, grafonnet, the Grafana Foundation SDK):
-
-* **Zero dependencies.** The script needs the standard library plus PyYAML, which the exporter
-  already depends on (to read ``prometheus/thresholds.yml``). Nothing to pin or upgrade, and
-  CI runs ``--check`` with the interpreter it already has.
-* **Diffable.** The committed JSON is written with sorted keys, two-space indent and a trailing
-  newline, so a changed query is a one-line diff in review and ``--check`` compares bytes.
-* **What you see is what Grafana stores.** The dicts below *are* the dashboard model of Grafana
-  11 (``schemaVersion`` 39); there is no translation layer whose defaults drift between library
-  versions. A field you read here is a field you will find in "Export > JSON" in the UI.
+The committed JSON is written with sorted keys, two-space indent and a trailing newline, so a
+changed query is a one-line diff in review and ``--check`` compares bytes.
 
 How the code is laid out: small PromQL builders (``sel``, ``sum_rate``, ``ratio``,
 ``quantile`` ...), panel builders (``timeseries``, ``stat``, ``gauge``, ``bargauge``, ``table``,
@@ -34,15 +25,15 @@ Conventions that the tests in ``tests/unit/test_dashboards_static.py`` enforce:
 * thresholds are read from ``prometheus/thresholds.yml``, the same file the alert rules are
   rendered from, so a panel turns red exactly where the alert fires.
 
-The live integration test imports ``iter_queries`` and ``substitute`` from this module to run
-every dashboard query against a real Prometheus.
+The live integration tests list every query with ``iter_queries`` and substitute the template
+variables with ``tests/grafana_vars.py`` (Grafana's interpreter, re-implemented for the tests) to
+run every dashboard query against a real Prometheus.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
-import importlib.util
 import json
 import re
 import sys
@@ -51,11 +42,12 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-OUT_DIR = ROOT / "grafana" / "dashboards"
-THRESHOLDS_FILE = ROOT / "prometheus" / "thresholds.yml"
-RULES_DIR = ROOT / "prometheus" / "rules"
-METRICS_MODULE = ROOT / "exporter" / "core" / "metrics.py"
+from exporter.config import parse_duration
+from mixin import DASHBOARD_DIR, ROOT, RULES_DIR, promql
+from mixin.thresholds import load as load_thresholds
+from mixin.promql import agg, metrics_in, paren, rate, ratio, ratio_or_zero, sel
+
+OUT_DIR = DASHBOARD_DIR
 
 SCHEMA_VERSION = 39
 TAG = "llm-usage"
@@ -74,9 +66,6 @@ RECORDING_RULES = (
     "tenant:llm_agent_cost_per_successful_run_usd:rate1h",
     "tenant_model:llm_cost_per_1k_tokens_usd:rate1h",
 )
-# Series that Prometheus itself writes, not the exporter.
-PROMETHEUS_SERIES = ("up", "scrape_duration_seconds", "scrape_samples_scraped", "ALERTS")
-
 # Fixed colour per model, the same on every panel. Families share a hue: OpenAI greens and
 # teals (o-series yellow), Anthropic reds and oranges, Google blues, open-weight purples.
 MODEL_COLORS: dict[str, str] = {
@@ -111,42 +100,6 @@ OTHER_COLOR = "#808080"  # the "__other__" bucket that values past a cardinality
 # Inputs shared with the rest of the repo
 # --------------------------------------------------------------------------------------------
 
-def load_thresholds(path: Path = THRESHOLDS_FILE) -> dict[str, Any]:
-    """The alert thresholds (``prometheus/thresholds.yml``): panels colour at the same values."""
-    with path.open(encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
-
-
-def _duration_seconds(text: str) -> int:
-    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
-    total = 0.0
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)", str(text))
-    if not parts or "".join(n + u for n, u in parts) != str(text):
-        raise ValueError(f"not a Prometheus duration: {text!r}")
-    for number, unit in parts:
-        total += float(number) * units[unit]
-    return int(total)
-
-
-def exported_metric_names(path: Path = METRICS_MODULE) -> set[str]:
-    """Every series name the exporter exposes, read from its metric contract module."""
-    spec = importlib.util.spec_from_file_location("_llm_exporter_metric_contract", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses looks the module up while building classes
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.modules.pop(spec.name, None)
-    names: set[str] = set()
-    for metric in module.ALL_METRICS:
-        if metric.kind == "histogram":
-            names.update(metric.name + suffix for suffix in ("_bucket", "_sum", "_count"))
-        else:
-            names.add(metric.exposed_name)
-    return names
-
-
 def defined_recording_rules(rules_dir: Path = RULES_DIR) -> set[str] | None:
     """Names of the recording rules in ``prometheus/rules/*.yml`` (None when there are no files)."""
     files = sorted(rules_dir.glob("*.yml")) + sorted(rules_dir.glob("*.yaml"))
@@ -163,7 +116,7 @@ def defined_recording_rules(rules_dir: Path = RULES_DIR) -> set[str] | None:
 
 
 # --------------------------------------------------------------------------------------------
-# PromQL builders
+# PromQL builders: the shared ones (mixin.promql) with Grafana's windows as defaults
 # --------------------------------------------------------------------------------------------
 
 TENANT = 'tenant=~"$tenant"'
@@ -171,79 +124,17 @@ CUSTOMER = 'customer=~"$customer"'
 MODEL = 'model=~"$model"'
 
 
-def sel(metric: str, *matchers: str) -> str:
-    """``metric{m1, m2}``; empty matchers are dropped."""
-    used = [m for m in matchers if m]
-    return f"{metric}{{{', '.join(used)}}}" if used else metric
-
-
-def _is_atomic(expr: str) -> bool:
-    """True for a selector or a single call (``sum by (x) (...)``) that needs no parentheses."""
-    expr = expr.strip()
-    if re.fullmatch(r"[\w:]+(\{[^{}]*\})?", expr):
-        return True
-    match = re.match(r"^[\w:]+(?: by \([\w, ]*\))? ?\(", expr)
-    if not match:
-        return expr.startswith("(") and _closing_paren(expr, 0) == len(expr) - 1
-    return _closing_paren(expr, match.end() - 1) == len(expr) - 1
-
-
-def _closing_paren(expr: str, open_at: int) -> int:
-    depth, quoted = 0, False
-    for i in range(open_at, len(expr)):
-        ch = expr[i]
-        if ch == '"' and expr[i - 1] != "\\":
-            quoted = not quoted
-        elif not quoted and ch == "(":
-            depth += 1
-        elif not quoted and ch == ")":
-            depth -= 1
-            if depth == 0:
-                return i
-    return -1
-
-
-def paren(expr: str) -> str:
-    return expr if _is_atomic(expr) else f"({expr})"
-
-
-def agg(op: str, expr: str, *labels: str) -> str:
-    if not labels:
-        return f"{op}({expr})"
-    return f"{op} by ({', '.join(labels)}) ({expr})"
-
-
-def rate(selector: str, window: str = RI) -> str:
-    return f"rate({selector}[{window}])"
-
-
-def increase(selector: str, window: str) -> str:
-    return f"increase({selector}[{window}])"
-
-
 def sum_rate(metric: str, matchers: Sequence[str] = (), by: Sequence[str] = (), window: str = RI) -> str:
-    return agg("sum", rate(sel(metric, *matchers), window), *by)
+    return promql.sum_rate(metric, matchers, by, window)
 
 
 def sum_increase(metric: str, matchers: Sequence[str] = (), by: Sequence[str] = (), window: str = RANGE) -> str:
-    return agg("sum", increase(sel(metric, *matchers), window), *by)
-
-
-def ratio(num: str, den: str) -> str:
-    """``num / den``, with no result (instead of NaN or Inf) while the denominator is 0."""
-    return f"{paren(num)} / ({den} > 0)"
-
-
-def ratio_or_zero(num: str, den: str) -> str:
-    """Like ``ratio``, but 0 where the numerator has no series yet (no error ever seen, say)."""
-    return f"({num} or 0 * {paren(den)}) / ({den} > 0)"
+    return promql.sum_increase(metric, matchers, by, window)
 
 
 def quantile(q: float, metric: str, matchers: Sequence[str] = (), by: Sequence[str] = (),
              window: str = RI) -> str:
-    """``histogram_quantile`` over ``sum by (<by>, le) (rate(<metric>_bucket[window]))``."""
-    inner = agg("sum", rate(sel(metric + "_bucket", *matchers), window), *by, "le")
-    return f"histogram_quantile({q}, {inner})"
+    return promql.quantile(q, metric, matchers, by, window)
 
 
 def per_hour(expr: str) -> str:
@@ -329,23 +220,6 @@ def right_axis_override(name: str, unit: str, color: str | None = None) -> dict[
 
 
 QUANTILE_STYLES = [line_style_override("/ p50$/", "dot"), line_style_override("/ p99$/", "dash")]
-
-_METRIC_TOKEN = re.compile(r"\b([a-zA-Z_][\w]*:[\w:]*[\w]|llm_\w+)\b|\b([a-zA-Z_][\w]*)\{")
-_KEYWORDS = {"sum", "by", "rate", "increase", "histogram_quantile", "or", "and", "unless", "on",
-             "ignoring", "group_left", "group_right", "topk", "sort_desc", "max", "min", "count",
-             "time", "vector", "label_values", "avg"}
-
-
-def metrics_in(expr: str) -> list[str]:
-    """Metric and recording-rule names an expression reads, in order of first use."""
-    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # label values never name metrics
-    found: list[str] = []
-    for a, b in _METRIC_TOKEN.findall(expr):
-        name = a or b
-        if name and name not in _KEYWORDS and name not in found:
-            found.append(name)
-    return found
-
 
 def _describe(description: str, targets: Sequence[dict[str, Any]]) -> str:
     names: list[str] = []
@@ -742,7 +616,7 @@ class Limits:
         self.long_operations = list(a["LLMModelHighLatency"]["excluded_operations"])
         self.agent_failure = float(a["LLMAgentHighFailureRatio"]["ratio"])
         self.rejection = float(a["LLMExporterHighRejectionRatio"]["ratio"])
-        self.silent_seconds = _duration_seconds(a["LLMTenantSilent"]["silent_for"])
+        self.silent_seconds = int(parse_duration(a["LLMTenantSilent"]["silent_for"]))
         match = re.search(r'job\s*=~?\s*"([^"]*)"', str(t.get("selector", "")))
         self.job = match.group(1) if match else "llm-usage-exporter"
 
@@ -1081,7 +955,7 @@ def models(lim: Limits) -> dict[str, Any]:
                  "How request durations are spread over the histogram buckets, all selected models together "
                  "(agent runs and tool calls left out). Brighter cells: more requests per second in that "
                  "bucket.",
-                 Q(agg("sum", rate(sel("llm_request_duration_seconds_bucket", *lat)), "le"), "{{le}}",
+                 Q(agg("sum", rate(sel("llm_request_duration_seconds_bucket", *lat), RI), "le"), "{{le}}",
                    fmt="heatmap"), "reqps", y_unit="s"), 12),
     )
     g.line(
@@ -1462,128 +1336,6 @@ def iter_queries(dashboard: Mapping[str, Any], *, include_annotations: bool = Fa
                 yield f"annotation: {annotation.get('name', '')}", annotation["expr"]
 
 
-_LABEL_VALUES = re.compile(r"^label_values\((?:(.+),\s*)?(.+)\)\s*$")
-
-
-def parse_label_values(query: str) -> tuple[str | None, str]:
-    """``label_values(sel, label)`` -> ``(sel, label)``; ``label_values(label)`` -> ``(None, label)``.
-
-    Same regular expression as Grafana's Prometheus datasource. Grafana answers it with
-    ``/api/v1/label/<label>/values?match[]=<sel>`` (or ``/api/v1/series``)."""
-    match = _LABEL_VALUES.match(query.strip())
-    if not match:
-        raise ValueError(f"not a label_values() query: {query!r}")
-    return (match.group(1).strip() if match.group(1) else None), match.group(2).strip()
-
-
-ALL = "$__all"
-BUILTIN_DEFAULTS = {"__rate_interval": "1m", "__interval": "15s", "__range": "1h"}
-_VAR_RE = re.compile(r"\$(\w+)|\$\{(\w+)(?::(\w+))?\}|\[\[(\w+)(?::(\w+))?\]\]")
-
-
-def _prom_regex_escape(value: str) -> str:
-    """Grafana's ``prometheusSpecialRegexEscape``: regex metacharacters get a backslash that is
-    itself escaped for the PromQL string literal (``gpt-4.1`` -> ``gpt-4\\\\.1``)."""
-    value = value.replace("\\", "\\\\\\\\")
-    return re.sub(r"[$^*{}\[\]+?.()|]", lambda m: "\\\\" + m.group(0), value)
-
-
-def _prom_plain_escape(value: str) -> str:
-    """Grafana's ``prometheusRegularEscape`` (single-value variables)."""
-    return value.replace("\\", "\\\\").replace("'", "\\\\'")
-
-
-def _regex_escape(value: str) -> str:
-    """Grafana's ``:regex`` format (``kbn.regexEscape``): one backslash."""
-    return re.sub(r"[\\^$*+?.()|\[\]{}/]", lambda m: "\\" + m.group(0), value)
-
-
-def substitute(expr: str, variables: Mapping[str, Any], *, dashboard: Mapping[str, Any] | None = None,
-               strict: bool = True) -> str:
-    """Replace template variables in ``expr`` the way Grafana's Prometheus datasource does.
-
-    ``variables`` maps a name to a value: a string (one selected value), a list of strings
-    (several), or ``"$__all"`` / ``None`` / ``["$__all"]`` for "All", which becomes the
-    variable's ``allValue`` (``.*`` here). Multi-value and include-All variables are formatted as
-    a regex, ``(a|b)``, each value escaped; single-value variables only get their backslashes
-    escaped. Pass ``dashboard`` to read each variable's ``multi``/``includeAll``/``allValue``
-    from it; otherwise every variable is taken to be multi-value with ``allValue`` ``.*``.
-
-    Built-ins: ``$__rate_interval`` (default ``1m``), ``$__interval`` (``15s``), ``$__range``
-    (``1h``), given as Prometheus durations under those names in ``variables``; ``$__range``
-    renders as seconds (``3600s``) like Grafana, and ``$__range_s``, ``$__range_ms``,
-    ``$__interval_ms`` are derived. Formats ``${var:regex}``, ``:pipe``, ``:csv``, ``:raw``,
-    ``:text``, ``:glob``, ``:json``, ``:singlequote``, ``:doublequote`` are supported.
-
-    An unknown variable raises ``KeyError`` when ``strict`` (Grafana would leave it as is);
-    ``$1``-style references (label_replace replacements) are always left alone.
-    """
-    definitions: dict[str, Mapping[str, Any]] = {}
-    if dashboard is not None:
-        definitions = {v["name"]: v for v in dashboard.get("templating", {}).get("list", [])}
-    builtins = {**BUILTIN_DEFAULTS, **{k: v for k, v in variables.items() if k in BUILTIN_DEFAULTS}}
-    range_s = _duration_seconds(builtins["__range"])
-    interval_s = _duration_seconds(builtins["__interval"])
-    rendered_builtins = {
-        "__rate_interval": str(builtins["__rate_interval"]),
-        "__interval": str(builtins["__interval"]),
-        "__interval_ms": str(interval_s * 1000),
-        "__range": f"{range_s}s",
-        "__range_s": str(range_s),
-        "__range_ms": str(range_s * 1000),
-    }
-
-    def values_of(name: str) -> tuple[list[str] | None, Mapping[str, Any]]:
-        definition = definitions.get(name, {"multi": True, "includeAll": True, "allValue": ".*"})
-        raw = variables[name]
-        if raw is None or raw == ALL or raw == [ALL]:
-            return None, definition
-        return ([raw] if isinstance(raw, str) else [str(v) for v in raw]), definition
-
-    def replace(match: re.Match[str]) -> str:
-        name = match.group(1) or match.group(2) or match.group(4)
-        fmt = match.group(3) or match.group(5)
-        if name.isdigit():
-            return match.group(0)
-        if name in rendered_builtins:
-            return rendered_builtins[name]
-        if name not in variables:
-            if strict:
-                raise KeyError(f"no value for template variable ${name} in {expr!r}")
-            return match.group(0)
-        values, definition = values_of(name)
-        if values is None:  # "All"
-            all_value = definition.get("allValue")
-            if all_value:
-                return all_value
-            raise KeyError(f"variable ${name} has no allValue; pass its values explicitly")
-        if fmt is None:
-            if not definition.get("multi") and not definition.get("includeAll"):
-                return _prom_plain_escape(values[0])
-            escaped = [_prom_regex_escape(v) for v in values]
-            return escaped[0] if len(escaped) == 1 else "(" + "|".join(escaped) + ")"
-        if fmt == "regex":
-            escaped = [_regex_escape(v) for v in values]
-            return escaped[0] if len(escaped) == 1 else "(" + "|".join(escaped) + ")"
-        if fmt == "pipe":
-            return "|".join(values)
-        if fmt == "csv":
-            return ",".join(values)
-        if fmt in ("raw", "text"):
-            return ",".join(values)
-        if fmt == "glob":
-            return values[0] if len(values) == 1 else "{" + ",".join(values) + "}"
-        if fmt == "json":
-            return json.dumps(values if len(values) > 1 else values[0])
-        if fmt == "singlequote":
-            return ",".join("'" + v.replace("'", "\\'") + "'" for v in values)
-        if fmt == "doublequote":
-            return ",".join('"' + v.replace('"', '\\"') + '"' for v in values)
-        raise ValueError(f"unsupported variable format :{fmt} in {expr!r}")
-
-    return _VAR_RE.sub(replace, expr)
-
-
 # --------------------------------------------------------------------------------------------
 # Validation and CLI
 # --------------------------------------------------------------------------------------------
@@ -1592,7 +1344,7 @@ def validate(dashboards: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """Problems that make a panel show "No data" for sure: a metric the exporter does not
     expose, or a recording rule that prometheus/rules does not define."""
     problems = []
-    known = exported_metric_names() | set(PROMETHEUS_SERIES)
+    known = promql.exported_metric_names() | set(promql.PROMETHEUS_SERIES)
     rules = defined_recording_rules()
     for file_name, dash in dashboards.items():
         for where, expr in iter_queries(dash, include_annotations=True):
@@ -1605,12 +1357,12 @@ def validate(dashboards: Mapping[str, Mapping[str, Any]]) -> list[str]:
                                         f"{RULES_DIR.relative_to(ROOT)}/")
                 elif name not in known:
                     problems.append(f"{file_name}: {where!r}: metric {name} is not exported "
-                                    f"(see {METRICS_MODULE.relative_to(ROOT)})")
+                                    f"(see exporter/core/metrics.py)")
     return problems
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m mixin dashboards", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 if the committed JSON differs from the generated JSON or a "
@@ -1634,7 +1386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if current != text:
                 diff = list(difflib.unified_diff(current.splitlines(), text.splitlines(),
                                                  f"committed/{name}", f"generated/{name}", lineterm="", n=1))
-                problems.append(f"{name}: stale; run `python grafana/generate_dashboards.py`\n"
+                problems.append(f"{name}: stale; run `make dashboards`\n"
                                 + "\n".join(diff[:40]) + ("\n..." if len(diff) > 40 else ""))
         for problem in problems:
             print(problem, file=sys.stderr)

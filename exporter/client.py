@@ -27,13 +27,16 @@ from typing import Any, Mapping
 import httpx
 
 from . import __version__
-from .formats.vendor_usage import map_usage
+from .formats.vendor_usage import USAGE_FORMATS, from_response, map_usage
 
 log = logging.getLogger("exporter.client")
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})  # overload or a proxy in between: the batch may succeed later
 MAX_BACKOFF_S = 30.0
 MAX_RETRY_AFTER_S = 60.0  # a server asking for longer would stall the buffer until it overflows
+# Provider labels as the OpenTelemetry GenAI conventions name them (gen_ai.provider.name), so the same
+# traffic carries the same label whether it arrives through this SDK or through OTLP.
+PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini", "bedrock": "aws.bedrock"}
 OPENAI_OPERATIONS = {"chat.completion": "chat", "response": "chat", "text_completion": "text_completion",
                      "list": "embeddings"}
 
@@ -102,28 +105,38 @@ class UsageClient:
                       **extra: Any) -> None:
         """Record an OpenAI Chat Completions / Responses / Embeddings response given as a dict
         (``response.model_dump()``); ``extra`` adds or overrides event fields (``ttft_ms``, ``id``...)."""
-        self._record_vendor("openai", response, {
-            "tenant": tenant, "customer": customer, "duration_ms": duration_ms,
-            "operation": OPENAI_OPERATIONS.get(response.get("object"), "chat"), **extra})
+        self.record_response("openai", response, tenant=tenant, customer=customer, duration_ms=duration_ms,
+                             **{"operation": OPENAI_OPERATIONS.get(response.get("object"), "chat"), **extra})
 
     def record_anthropic(self, message: Mapping[str, Any], *, tenant: str, customer: str, duration_ms: float,
                          **extra: Any) -> None:
         """Record an Anthropic Messages response given as a dict (``message.model_dump()``; for streams,
         the final message, whose usage is complete)."""
-        self._record_vendor("anthropic", message,
-                            {"tenant": tenant, "customer": customer, "duration_ms": duration_ms, **extra})
+        self.record_response("anthropic", message, tenant=tenant, customer=customer, duration_ms=duration_ms,
+                             **extra)
 
-    def _record_vendor(self, provider: str, response: Mapping[str, Any], fields: dict[str, Any]) -> None:
-        """Model and usage from the vendor's response; ``fields`` (the caller's) win over both."""
-        model = response.get("model")
-        usage = map_usage(provider, response.get("usage"))
+    def record_response(self, usage_format: str, response: Mapping[str, Any], *, tenant: str, customer: str,
+                        duration_ms: float, **extra: Any) -> None:
+        """Record any vendor response of :data:`~exporter.formats.vendor_usage.USAGE_FORMATS` given as a dict:
+        ``openai``, ``anthropic``, ``gemini`` (REST JSON or google-genai's ``model_dump()``), ``bedrock``
+        (a Converse response names no model: pass ``model=`` the model id you called). Model, usage and
+        service tier come from the response; ``extra`` (the caller's fields) wins over all three. Raises
+        ``ValueError`` naming every unusable field, in the caller, before anything is queued."""
+        if usage_format not in USAGE_FORMATS:
+            raise ValueError(f"usage_format must be one of {', '.join(sorted(USAGE_FORMATS))}")
+        usage, model, service_tier = from_response(usage_format, response)
+        mapped = map_usage(usage_format, usage)
+        model = extra.get("model", model)
         problems = [] if isinstance(model, str) else ["model: is required"]
-        if isinstance(usage, list):
-            problems += [f"{field}: {message}" for field, message in usage]
+        if isinstance(mapped, list):
+            problems += [f"{field}: {message}" for field, message in mapped]
         if problems:
-            raise ValueError(f"not a usable {provider} response ({'; '.join(problems)}); for a stream pass the "
+            raise ValueError(f"not a usable {usage_format} response ({'; '.join(problems)}); for a stream pass the "
                              "final response (OpenAI: with stream_options={'include_usage': True})")
-        self.record(**{"model": model, "provider": provider, "status": "ok", **usage, **fields})
+        vendor = {"model": model, "provider": PROVIDERS[usage_format], "status": "ok", **mapped}
+        if isinstance(service_tier, str):
+            vendor.setdefault("service_tier", service_tier)
+        self.record(**{**vendor, "tenant": tenant, "customer": customer, "duration_ms": duration_ms, **extra})
 
     def flush(self, timeout: float | None = None) -> bool:
         """Send everything recorded so far; True when all of it was sent or dropped within ``timeout``."""

@@ -153,24 +153,35 @@ def test_full_buffer_drops_and_counts(exporter):
 
 
 def test_vendor_helpers_record_the_usage_arithmetic(exporter):
-    openai_response = json.loads((FIXTURES / "openai_chat_completion.json").read_text())
-    anthropic_message = json.loads((FIXTURES / "anthropic_message.json").read_text())
+    def fixture(name: str) -> dict:
+        return json.loads((FIXTURES / name).read_text())
+
     with UsageClient(exporter.url) as client:
-        client.record_openai(openai_response, tenant="vendor", customer="c1", duration_ms=1800)
-        client.record_anthropic(anthropic_message, tenant="vendor", customer="c1", duration_ms=2400, ttft_ms=300)
+        client.record_openai(fixture("openai_chat_completion.json"), tenant="vendor", customer="c1", duration_ms=1800)
+        client.record_anthropic(fixture("anthropic_message.json"), tenant="vendor", customer="c1", duration_ms=2400,
+                                ttft_ms=300)
+        client.record_response("gemini", fixture("gemini_generate_content.json"), tenant="vendor", customer="c1",
+                               duration_ms=2000)
+        client.record_response("bedrock", fixture("bedrock_converse.json"), tenant="vendor", customer="c1",
+                               duration_ms=1500, model="anthropic.claude-sonnet-4-20250514-v1:0")
         with pytest.raises(ValueError, match=r"usage\.input_tokens: is required"):
             client.record_anthropic({"model": "claude-sonnet-4", "usage": {}}, tenant="vendor", customer="c1",
                                     duration_ms=1)
+        with pytest.raises(ValueError, match=r"model: is required"):  # a Converse response names no model
+            client.record_response("bedrock", fixture("bedrock_converse.json"), tenant="vendor", customer="c1",
+                                   duration_ms=1)
         assert client.flush(timeout=30)
-        assert client.accepted == 2
-    assert metric_sum(exporter, "llm_tokens_total", tenant="vendor", token_type="input") == 2006 + 1679
-    assert metric_sum(exporter, "llm_tokens_total", tenant="vendor", token_type="output") == 300 + 393
+        assert client.accepted == 4
+    # Hand sums over the four fixtures (see tests/unit/test_vendor_usage.py for each one's arithmetic).
+    assert metric_sum(exporter, "llm_tokens_total", tenant="vendor", token_type="input") == 2006 + 1679 + 5120 + 3030
+    assert metric_sum(exporter, "llm_tokens_total", tenant="vendor", token_type="output") == 300 + 393 + 850 + 250
     details = {kind: metric_sum(exporter, "llm_token_details_total", tenant="vendor", token_type=kind)
                for kind in ("cache_read", "cache_write", "reasoning")}
-    assert details == {"cache_read": 1920 + 1470, "cache_write": 188, "reasoning": 192}
+    assert details == {"cache_read": 1920 + 1470 + 4000 + 2000, "cache_write": 64 + 188 + 1000,
+                       "reasoning": 192 + 120 + 650}
     providers = {kind: metric_sum(exporter, "llm_requests_total", tenant="vendor", provider=kind)
-                 for kind in ("openai", "anthropic")}
-    assert providers == {"openai": 1, "anthropic": 1}
+                 for kind in ("openai", "anthropic", "gcp.gemini", "aws.bedrock")}
+    assert providers == {"openai": 1, "anthropic": 1, "gcp.gemini": 1, "aws.bedrock": 1}
 
 
 def test_events_recorded_just_before_exit_are_flushed(exporter):

@@ -193,5 +193,5 @@ def test_vendor_usage_objects_replace_token_fields():
         "input_tokens": 100, "cache_read_input_tokens": 900, "cache_creation_input_tokens": 50, "output_tokens": 20})
     event = validate_event(anthropic, NOW, LIMITS)
     assert (event.input_tokens, event.cache_read_tokens, event.cache_write_tokens) == (1050, 900, 50)
-    bad = validate_event(good(usage_format="gemini", usage={}), NOW, LIMITS)
+    bad = validate_event(good(usage_format="cohere", usage={}), NOW, LIMITS)
     assert {e.field for e in bad} == {"usage_format"}

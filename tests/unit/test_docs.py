@@ -36,3 +36,9 @@ def test_every_flag_is_documented():
 
 def test_no_placeholder_left():
     assert "PLACEHOLDER" not in README
+
+
+def test_every_usage_format_is_in_the_mapping_table():
+    from exporter.formats.vendor_usage import USAGE_FORMATS
+    rows = set(re.findall(r"^\| `([a-z]+)`[^|]*\| `usage", README, re.M))
+    assert rows == set(USAGE_FORMATS)

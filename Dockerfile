@@ -9,6 +9,16 @@
 # Every flag can also be set with an LLM_EXPORTER_* environment variable.
 
 # Pinned to an exact patch release (bump on purpose, not by accident).
+# Stage 1 builds the wheel, the same one tests/unit/test_wheel.py builds, installs and runs.
+FROM python:3.11.12-slim-bookworm AS wheel
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+# Only what the package build needs (see .dockerignore); dependencies are pinned in pyproject.toml.
+COPY pyproject.toml MANIFEST.in README.md LICENSE ./
+COPY exporter ./exporter
+RUN pip wheel --no-deps --wheel-dir /wheels .
+
+# Stage 2 installs that wheel and nothing else from the source tree.
 FROM python:3.11.12-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -21,12 +31,9 @@ RUN groupadd --system --gid 10001 exporter \
  && useradd --system --uid 10001 --gid exporter --no-create-home --home-dir /nonexistent \
             --shell /usr/sbin/nologin exporter
 
-WORKDIR /src
-# Only what the package build needs (see .dockerignore); dependencies are pinned in pyproject.toml.
-COPY pyproject.toml README.md ./
-COPY exporter ./exporter
-RUN pip install --no-cache-dir . \
- && rm -rf /src/build /src/*.egg-info \
+COPY --from=wheel /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl \
+ && rm -rf /wheels \
  && mkdir -p /data \
  && chown exporter:exporter /data
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import platform
 import sys
 from typing import Sequence
 
+from . import __version__
 from .config import OPTIONS, Config, ConfigError, load_config, read_yaml_file
 from .core.pricing import PriceTable, PricingError, load_price_table
 
@@ -24,13 +26,15 @@ def _add_option_flags(parser: argparse.ArgumentParser) -> None:
         section = option.name.split(".", 1)[0]
         group = groups.get(section) or groups.setdefault(section, parser.add_argument_group(f"{section} flags"))
         group.add_argument(f"--{option.name}", dest=option.name, metavar=option.metavar, default=argparse.SUPPRESS,
-                           help=f"{option.help} (default {option.default!r}; env {option.env})")
+                           help=f"{option.help} (default {option.default_text}; env {option.env})")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llm-usage-exporter",
         description="Prometheus exporter for the usage and cost of LLM applications and AI agents.")
+    parser.add_argument("--version", action="version",
+                        version=f"llm-usage-exporter {__version__} (python {platform.python_version()})")
     _add_option_flags(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = sub.add_parser("serve", help="run the exporter (the default)")

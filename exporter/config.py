@@ -43,6 +43,16 @@ def parse_duration(value: Any) -> float:
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
+def format_duration(seconds: float) -> str:
+    """Seconds as an operator writes them (``86400`` → ``24h``, ``300`` → ``5m``): the inverse of
+    :func:`parse_duration` for help texts and messages, in the largest unit that is exact."""
+    for unit in ("h", "m", "s"):
+        count = seconds / _UNIT_SECONDS[unit]
+        if count >= 1 and count == int(count):
+            return f"{int(count)}{unit}"
+    return f"{seconds * 1000:g}ms"
+
+
 def parse_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -100,6 +110,15 @@ class Option:
     metavar: str = "VALUE"
 
     @property
+    def default_text(self) -> str:
+        """The default as a user would write it in a flag or the YAML file."""
+        if self.parse is parse_duration:
+            return format_duration(self.default)
+        if isinstance(self.default, bool):
+            return str(self.default).lower()
+        return repr(self.default) if isinstance(self.default, str) else str(self.default)
+
+    @property
     def env(self) -> str:
         return "LLM_EXPORTER_" + re.sub(r"[.-]", "_", self.name).upper()
 
@@ -119,7 +138,7 @@ OPTIONS: tuple[Option, ...] = (
            "SQLite file that keeps totals and the dedupe window across restarts (':memory:' keeps nothing).", "PATH"),
     Option("storage.sync", _choice("normal", "full"), "normal",
            "SQLite synchronous mode in WAL: normal survives a process crash, full also survives power loss."),
-    Option("ingest.max-age", parse_duration, 24 * 3600.0, "Reject events older than this (use backfill instead).", "DURATION"),
+    Option("ingest.max-age", parse_duration, 24 * 3600.0, "Reject events older than this.", "DURATION"),
     Option("ingest.max-future", parse_duration, 300.0, "Reject events further in the future than this.", "DURATION"),
     Option("dedupe.max-entries", _positive_int, 1_000_000, "Most (tenant, id) pairs remembered for idempotency.", "N"),
     Option("dedupe.max-age", parse_duration, 25 * 3600.0,

@@ -51,8 +51,8 @@ def wait_until(check: Callable[[], Any], timeout: float = 30.0, interval: float 
 def require_binary(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        pytest.fail(f"`{name}` is not installed: run `apt-get install -y prometheus prometheus-alertmanager` "
-                    "(.ci/run does this)")
+        pytest.fail(f"`{name}` is not installed: `make test` installs the Debian packages the tests need "
+                    "(see TEST_PACKAGES in the Makefile)")
     return path
 
 
@@ -212,6 +212,13 @@ def rfc3339_to_unix(text: str) -> float:
         raise ValueError(f"not RFC 3339: {text!r}")
     offset = "+00:00" if match.group(3) == "Z" else match.group(3)
     return datetime.fromisoformat(match.group(1) + offset).timestamp() + float(match.group(2) or 0)
+
+
+def dockerfile_instructions(name: str) -> list[str]:
+    """The arguments of every ``name`` instruction (``COPY``, ``CMD``...) of the Dockerfile, continuations joined."""
+    joined = re.sub(r"\\\n", " ", (REPO / "Dockerfile").read_text(encoding="utf-8"))
+    return [line.split(None, 1)[1].strip() for line in joined.splitlines()
+            if line.strip().upper().startswith(name + " ")]
 
 
 def rule_files() -> list[Path]:

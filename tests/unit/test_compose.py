@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
+from harness import dockerfile_instructions
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
@@ -48,12 +50,6 @@ def host_ports(service: dict[str, Any]) -> list[str]:
             assert len(parts) >= 2, f"port {port!r} has no fixed host port"
             ports.append(parts[-2])
     return ports
-
-
-def dockerfile_instructions(name: str) -> list[str]:
-    joined = re.sub(r"\\\n", " ", DOCKERFILE)
-    return [line.split(None, 1)[1].strip() for line in joined.splitlines()
-            if line.strip().upper().startswith(name + " ")]
 
 
 def test_core_services_present() -> None:
@@ -210,7 +206,10 @@ def test_dockerignore_keeps_the_build_inputs_and_drops_the_rest() -> None:
     patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
                 if line.strip() and not line.startswith("#")]
     readme = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"].get("readme")
-    for needed in ("pyproject.toml", "exporter/__init__.py", "exporter/core/prices/default.yaml", readme):
+    copied = [source for args in dockerfile_instructions("COPY") if not args.startswith("--from")
+              for source in args.split()[:-1]]
+    assert {"pyproject.toml", "MANIFEST.in", "exporter"} <= set(copied)
+    for needed in (*copied, "exporter/__init__.py", "exporter/core/prices/default.yaml", readme):
         if needed:
             assert not _dockerignored(needed, patterns), f"{needed} is needed by `pip install .` but ignored"
     for dropped in (".git/HEAD", ".venv/bin/python", "tests/unit/test_compose.py", "exporter/__pycache__/x.pyc",

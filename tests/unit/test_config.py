@@ -104,8 +104,12 @@ def test_config_example_documents_every_option_with_its_default(tmp_path, monkey
     from exporter.config import _flatten
     from harness import REPO
 
-    document = yaml.safe_load((REPO / "config.example.yaml").read_text())
-    tenants = document.pop("tenants")
+    text = (REPO / "config.example.yaml").read_text()
+    document = yaml.safe_load(text)
+    assert "tenants" not in document, "as shipped the example has no tenants, so check-config passes on it"
+    # The commented-out tenants block, uncommented, is a valid tenants section.
+    block = text[text.index("# tenants:"):]
+    tenants = yaml.safe_load("\n".join(line.removeprefix("# ") for line in block.splitlines()))["tenants"]
     assert set(_flatten(document)) == {o.name for o in OPTIONS}
     assert load_config({}, {}, document) == Config(), "the example shows the defaults"
     token = tmp_path / "acme.token"
@@ -113,3 +117,11 @@ def test_config_example_documents_every_option_with_its_default(tmp_path, monkey
     tenants["acme"]["token_file"] = str(token)
     config = load_config({}, {"GLOBEX_TOKEN": "a-globex-token-of-sufficient-length"}, {"tenants": tenants})
     assert config.tenants["acme"].rate_limit_events_per_second == 2000
+
+
+def test_check_config_passes_on_the_shipped_example(capsys):
+    from exporter.cli import main
+    from harness import REPO
+
+    assert main(["check-config", f"--config.file={REPO / 'config.example.yaml'}"]) == 0
+    assert "configuration OK" in capsys.readouterr().out

@@ -9,6 +9,7 @@ from exporter.config import OPTIONS
 from harness import REPO
 
 README = (REPO / "README.md").read_text()
+MAKEFILE = (REPO / "Makefile").read_text()
 
 
 def test_first_screen_has_the_two_commands():
@@ -16,10 +17,30 @@ def test_first_screen_has_the_two_commands():
     assert "make run" in first_screen and "make test" in first_screen
 
 
-def test_ci_runs_the_readme_test_command():
+def test_ci_runs_exactly_the_readme_test_command():
+    first_screen = "\n".join(README.splitlines()[:25])
+    assert re.search(r"^make test\b", first_screen, re.M)
     ci = (REPO / ".ci" / "run").read_text()
-    assert re.search(r"^make test$", ci, re.M)
-    assert "apt-get update" in ci and "prometheus-alertmanager" in ci
+    commands = [line.strip() for line in ci.splitlines() if line.strip() and not line.lstrip().startswith("#")
+                and not line.startswith(("set -", 'cd "$(dirname'))]
+    assert commands == ["make test"], "CI runs what the README says and nothing else"
+
+
+def _make_variable(name: str) -> list[str]:
+    match = re.search(rf"^{name}\s*:=(.*)$", MAKEFILE, re.M)
+    assert match, f"Makefile has no {name}"
+    return match.group(1).split()
+
+
+def test_make_test_installs_every_binary_the_tests_run():
+    assert re.search(r"^test: venv deps$", MAKEFILE, re.M)
+    binaries = _make_variable("TEST_BINARIES")
+    packages = _make_variable("TEST_PACKAGES")
+    assert {"prometheus", "prometheus-alertmanager", "victoria-metrics", "chromium", "chromium-driver"} <= set(packages)
+    assert "apt-get update && apt-get install -y $(TEST_PACKAGES)" in MAKEFILE
+    used = {name for path in (REPO / "tests").rglob("*.py")
+            for name in re.findall(r"""(?:require_binary|shutil\.which)\(["']([\w.-]+)["']\)""", path.read_text())}
+    assert used and used <= set(binaries), f"tests run {sorted(used - set(binaries))}, which make test does not install"
 
 
 def test_metrics_table_matches_the_contract():

@@ -15,7 +15,7 @@ from functools import partial
 from collections import deque
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Generator, Iterable, Iterator, Sequence
 
 from . import metrics as m
 from ..config import Config
@@ -207,6 +207,16 @@ _N, _IN, _OUT, _CR, _CW, _RS, _MICROS, _LLM, _TOOL, _TS = range(10)
 _DUR, _TTFT, _TPOT, _TOKS = range(4)
 _KINDS = {spec.name: spec.kind for spec in m.USAGE_METRICS}
 _LABEL_CACHE_MAX = 50_000
+STEP_EVENTS = 500  # events between pauses of Aggregator.ingest_steps: a few ms of work
+
+
+def _run(steps: Generator[None, None, IngestResult]) -> IngestResult:
+    """Drive :meth:`Aggregator.ingest_steps` to the end without pausing."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
 
 
 class Aggregator:
@@ -312,26 +322,36 @@ class Aggregator:
 
         A batch that is valid as a whole takes the fast path (msgspec converts and type-checks it in
         C); otherwise every event is validated on its own so each problem is reported."""
-        now = time.time() if now is None else now
-        events = convert_batch(raw_events, now, self.limits)
-        if events is not None:
-            return self.ingest_valid(events, source, now)
-        result = IngestResult()  # the slow path yields (index in the batch, event) for the valid ones
-        return self._accumulate(self._validate_each(raw_events, now, result), result, source, now)
+        return _run(self.ingest_steps(raw_events, source, now))
 
     def ingest_valid(self, events: list[Event], source: str, now: float) -> IngestResult:
         """Count events already validated by :func:`exporter.core.events.decode_batch` / ``convert_batch``."""
-        return self._accumulate(enumerate(events), IngestResult(), source, now)
+        return _run(self.ingest_steps((), source, now, valid=events))
+
+    def ingest_steps(self, raw_events: Sequence[Any], source: str, now: float | None = None,
+                     valid: list[Event] | None = None) -> Generator[None, None, IngestResult]:
+        """:meth:`ingest` (or :meth:`ingest_valid` when ``valid`` is given) as a generator that pauses
+        every :data:`STEP_EVENTS` events, so the server can answer other requests in between; the
+        batch is still one transaction, committed after the last step. The caller must not let two
+        runs that share a tenant interleave (the dedupe check of one would miss the other's ids)."""
+        now = time.time() if now is None else now
+        events = valid if valid is not None else convert_batch(raw_events, now, self.limits)
+        if events is not None:
+            return (yield from self._accumulate(enumerate(events), IngestResult(), source, now))
+        result = IngestResult()  # the slow path yields (index in the batch, event or None if refused)
+        return (yield from self._accumulate(self._validate_each(raw_events, now, result), result, source, now))
 
     def _validate_each(self, raw_events: Sequence[Any], now: float,
-                       result: IngestResult) -> Iterator[tuple[int, Event]]:
-        """The valid events of a mixed batch; the others become errors and rejections in ``result``."""
+                       result: IngestResult) -> Iterator[tuple[int, Event | None]]:
+        """The events of a mixed batch, None for those refused (they become errors and rejections in
+        ``result``): None still passes through, so the caller's pauses count refused events too."""
         limits = self.limits
         for index, raw in enumerate(raw_events):
             event = validate_event(raw, now, limits)
             if type(event) is Event:
                 yield index, event
                 continue
+            yield index, None
             result.rejected += 1
             result.rejection_reasons.append(_rejection_reason(event))  # type: ignore[arg-type]
             event_id = raw.get("id") if isinstance(raw, dict) else None
@@ -339,8 +359,8 @@ class Aggregator:
                 result.errors.append({"index": index, "id": event_id if isinstance(event_id, str) else None,
                                       "field": error.field, "message": error.message})
 
-    def _accumulate(self, events: Iterable[tuple[int, Event]], result: IngestResult, source: str,
-                    now: float) -> IngestResult:
+    def _accumulate(self, events: Iterable[tuple[int, Event | None]], result: IngestResult, source: str,
+                    now: float) -> Generator[None, None, IngestResult]:
         prices, dedupe_seen, label_cache = self.prices, self.dedupe.seen, self._labels
         groups: dict[tuple[Any, ...], list[Any]] = {}
         observations: dict[tuple[str, str, str, str], tuple[list[float], ...]] = {}
@@ -349,7 +369,13 @@ class Aggregator:
         unpriced: list[str] = []
         new_errors: list[tuple[str, dict[str, Any]]] = []
 
+        pause_at = STEP_EVENTS
         for index, event in events:
+            if index >= pause_at:
+                pause_at = index + STEP_EVENTS
+                yield
+            if event is None:
+                continue
             key = f"{event.tenant}\x00{event.id}"
             if key in dedupe_seen or key in new_keys:
                 result.duplicates += 1

@@ -4,16 +4,19 @@ Every ingest route is ``decode`` (bytes + content type → a :class:`Batch` of r
 part that differs per format) followed by :meth:`FrontDoor.submit`, which applies the request rules
 once for all formats, in this order: batch limit (413), tenant check (403), tenant rate limits
 (429), store health (503, nothing counted), then the one ingest function,
-:meth:`Aggregator.ingest`. Refusals are counted in ``llm_exporter_rejections_total{reason}``.
+:meth:`Aggregator.ingest` (in its stepwise form, see :class:`FrontDoor` on fairness). Refusals are counted in ``llm_exporter_rejections_total{reason}``.
 A new format is one decoder plus one :class:`Format` entry in the route table.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, AsyncIterator, Callable, Iterable, Sequence
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -32,6 +35,8 @@ from .http import HTTPProblem, TokenAuth, bad_request, json_response, media_type
 
 EVENTS_JSON = ("application/json",)
 EVENTS_NDJSON = ("application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines")
+OFFLOOP_BYTES = 256 * 1024  # bodies above this are decoded off the event loop (a few ms of parsing below)
+DECODE_THREADS = 2  # the machine's cores; more threads would only share the same GIL
 _NDJSON_LINE = re.compile(rb"[^\n]*\S[^\n]*")  # blank lines are skipped in C, never become objects
 
 
@@ -131,8 +136,52 @@ def store_ready(store: StateStore, telemetry: Telemetry) -> bool:
     return True
 
 
+class KeyedLocks:
+    """One asyncio lock per key (a tenant, a caller) with work in progress: work of one key runs one
+    at a time while other keys go ahead. A lock exists only while someone holds or awaits it, so
+    the map is bounded by what is in flight, whatever keys clients send."""
+
+    def __init__(self) -> None:
+        self.locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, keys: Iterable[str]) -> AsyncIterator[None]:
+        entries = []
+        for key in sorted(set(keys)):  # one order for everyone: no deadlock
+            entry = self.locks.get(key)
+            if entry is None:
+                entry = self.locks[key] = (asyncio.Lock(), [0])
+            entry[1][0] += 1
+            entries.append((key, entry))
+        acquired = []
+        try:
+            for _, (lock, _users) in entries:
+                await lock.acquire()
+                acquired.append(lock)
+            yield
+        finally:
+            for lock in acquired:
+                lock.release()
+            for key, (_lock, users) in entries:
+                users[0] -= 1
+                if not users[0]:
+                    del self.locks[key]
+
+
 class FrontDoor:
-    """The request rules every ingest format obeys, and the route handler that applies them."""
+    """The request rules every ingest format obeys, and the route handler that applies them.
+
+    Fairness (a 1-event request must not wait long behind another tenant's largest legal batch) comes
+    from three things, chosen because the event loop is one thread and the GIL is shared:
+    - bodies larger than :data:`OFFLOOP_BYTES` are decoded in a small thread pool, so the loop keeps
+      serving while they parse (the GIL switches every 5 ms between the two), and at most one such
+      decode per caller runs at a time: a tenant flooding big bodies queues behind itself;
+    - counting runs through :meth:`Aggregator.ingest_steps`, which pauses every few hundred events
+      to let the loop answer others, while the batch stays one transaction;
+    - per-tenant locks keep batches of the same tenant from interleaving, and only those.
+    Slicing a batch into separate transactions would have been simpler but would break "a batch is
+    counted whole or not at all" (and with it the 503 promise and the crash-safety tests).
+    """
 
     def __init__(self, config: Config, auth: TokenAuth, rate_limits: TenantRateLimits, aggregator: Aggregator,
                  store: StateStore, telemetry: Telemetry) -> None:
@@ -142,8 +191,11 @@ class FrontDoor:
         self.aggregator = aggregator
         self.store = store
         self.telemetry = telemetry
+        self.tenant_locks = KeyedLocks()  # batches of one tenant never interleave (dedupe)
+        self.decoders = ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="decode")
+        self.decoding = KeyedLocks()  # one big decode per caller at a time
 
-    def submit(self, batch: Batch, caller: str | None, source: str, now: float) -> IngestResult:
+    async def submit(self, batch: Batch, caller: str | None, source: str, now: float) -> IngestResult:
         """Count ``batch`` for ``caller`` (None when auth is off) or raise the :class:`HTTPProblem`
         that refuses it whole; a refused batch counts nothing."""
         limit = self.config.web_max_batch_events
@@ -162,13 +214,17 @@ class FrontDoor:
         if not store_ready(self.store, self.telemetry):
             raise HTTPProblem(503, "store_unavailable", f"{self.store.last_error or 'state store unavailable'}; "
                               "nothing from this request was counted", {"Retry-After": "5"})
-        try:
-            if batch.valid is not None:
-                return self.aggregator.ingest_valid(batch.valid, source, now)
-            return self.aggregator.ingest(batch.raw, source, now)
-        except StoreUnavailable as exc:
-            raise HTTPProblem(503, "store_unavailable", f"{exc}; nothing from this request was counted",
-                              {"Retry-After": "5"}) from None
+        async with self.tenant_locks.hold(counts):
+            steps = self.aggregator.ingest_steps(batch.raw, source, now, valid=batch.valid)
+            try:
+                while True:
+                    next(steps)
+                    await asyncio.sleep(0)
+            except StopIteration as done:
+                return done.value
+            except StoreUnavailable as exc:
+                raise HTTPProblem(503, "store_unavailable", f"{exc}; nothing from this request was counted",
+                                  {"Retry-After": "5"}) from None
 
     def decode(self, fmt: Format, body: bytes, content_type: str, caller: str | None, now: float) -> Batch:
         """The format's decoder, with its payload errors turned into 400/413 and its media types
@@ -183,6 +239,16 @@ class FrontDoor:
         except PayloadError as exc:
             raise bad_request(str(exc)) from None
 
+    async def decode_fairly(self, fmt: Format, body: bytes, content_type: str, caller: str | None, now: float,
+                            client: str) -> Batch:
+        """:meth:`decode` on the loop for small bodies; off it, one at a time per caller, for big ones."""
+        if len(body) <= OFFLOOP_BYTES:
+            return self.decode(fmt, body, content_type, caller, now)
+        key = caller if caller is not None else f"client {client}"
+        async with self.decoding.hold([key]):
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.decoders, self.decode, fmt, body, content_type, caller, now)
+
     def route(self, path: str, fmt: Format) -> Route:
         """``POST path`` for ``fmt``: auth, body, decode, submit, respond."""
 
@@ -192,8 +258,10 @@ class FrontDoor:
                 caller = self.auth.tenant_for(request)
                 body = await read_body(request, self.config.web_max_body_bytes)
                 now = time.time()
-                batch = self.decode(fmt, body, content_type, caller, now)
-                result = self.submit(batch, caller, fmt.source, now)
+                client = request.client.host if request.client else "unknown"
+                batch = await self.decode_fairly(fmt, body, content_type, caller, now, client)
+                del body  # the decoded batch is all that is needed from here on
+                result = await self.submit(batch, caller, fmt.source, now)
             except HTTPProblem as exc:
                 self.telemetry.rejections.labels(exc.reason).inc()
                 return problem_response(exc)

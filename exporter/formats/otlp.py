@@ -35,18 +35,43 @@ JSON = "application/json"
 TENANT_ATTRIBUTE = "tenant.id"
 CUSTOMER_ATTRIBUTE = "customer.id"
 
-# gen_ai.operation.name → our operation; spans of other operations (create_agent, retrieval, ...) are
-# not billed model calls and are skipped. A GenAI span without the attribute is a chat call.
+# gen_ai.operation.name → our operation. Spans of other operations (create_agent, retrieval, ...) are
+# not billed model calls and are skipped. Without the attribute, older OpenLLMetry's llm.request.type
+# or OpenInference's openinference.span.kind says what the span is; a span with none of them is a chat call.
 OPERATIONS = {"chat": "chat", "generate_content": "chat", "text_completion": "text_completion",
               "embeddings": "embeddings", "invoke_agent": "agent_run", "execute_tool": "tool_call"}
-# First attribute present wins: the current semantic convention, then names older instrumentations use.
+LEGACY_OPERATIONS = (("llm.request.type", {"chat": "chat", "completion": "text_completion", "embedding": "embeddings"}),
+                     ("openinference.span.kind", {"LLM": "chat", "EMBEDDING": "embeddings", "AGENT": "agent_run",
+                                                  "TOOL": "tool_call"}))
+MODEL_CALLS = frozenset({"chat", "text_completion", "embeddings"})
+# First attribute present wins: the current semantic convention, then the names real instrumentations
+# emit (read from their source: opentelemetry-util-genai / openai-v2, OpenLLMetry, the Anthropic SDK's
+# own spans, pydantic-ai, OpenInference). Every input name *includes* cached and audio input, every
+# output name reasoning and audio output, as our fields do.
 TOKEN_ATTRIBUTES = {
-    "input_tokens": ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens"),
-    "output_tokens": ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens"),
-    "cache_read_tokens": ("gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_read_input_tokens"),
-    "cache_write_tokens": ("gen_ai.usage.cache_creation.input_tokens", "gen_ai.usage.cache_creation_input_tokens"),
-    "reasoning_tokens": ("gen_ai.usage.reasoning.output_tokens",),
+    "input_tokens": ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.usage.prompt_tokens",
+                     "llm.token_count.prompt"),
+    "output_tokens": ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.usage.completion_tokens",
+                      "llm.token_count.completion"),
+    "cache_read_tokens": ("gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_read_input_tokens",
+                          "llm.token_count.prompt_details.cache_read"),
+    "cache_write_tokens": ("gen_ai.usage.cache_creation.input_tokens", "gen_ai.usage.cache_write.input_tokens",
+                           "gen_ai.usage.cache_creation_input_tokens", "llm.token_count.prompt_details.cache_write"),
+    "cache_write_1h_tokens": ("anthropic.usage.cache_creation.ephemeral_1h_input_tokens",),
+    "reasoning_tokens": ("gen_ai.usage.reasoning.output_tokens", "gen_ai.usage.reasoning_tokens",
+                         "llm.usage.reasoning_tokens", "gen_ai.usage.details.reasoning_tokens",
+                         "llm.token_count.completion_details.reasoning"),
+    "audio_input_tokens": ("gen_ai.usage.audio.input_tokens", "gen_ai.usage.details.input_audio_tokens",
+                           "llm.token_count.prompt_details.audio"),
+    "audio_output_tokens": ("gen_ai.usage.audio.output_tokens", "gen_ai.usage.details.output_audio_tokens",
+                            "llm.token_count.completion_details.audio"),
 }
+MODEL_ATTRIBUTES = ("gen_ai.response.model", "gen_ai.request.model", "llm.model_name", "embedding.model_name")
+AGENT_MODEL_ATTRIBUTES = (*MODEL_ATTRIBUTES, "model_name")  # pydantic-ai names its agent's model so
+PROVIDER_ATTRIBUTES = ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
+SERVICE_TIER_ATTRIBUTES = ("openai.response.service_tier", "gen_ai.openai.response.service_tier",
+                           "anthropic.response.service_tier")
+TTFT_ATTRIBUTES = ("gen_ai.response.time_to_first_chunk",)  # seconds
 # error.type carries exception class names or HTTP status codes; fold the common ones into our known
 # error types so dashboards can tell rate limits from timeouts (anything else is exported as _OTHER).
 HTTP_ERROR_TYPES = {"400": "invalid_request", "401": "auth", "403": "auth", "404": "invalid_request",
@@ -74,6 +99,10 @@ def _label(value: Any) -> Any:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
+def _first(attrs: Mapping[str, Any], names: Iterable[str]) -> Any:
+    return next((attrs[name] for name in names if name in attrs), None)
+
+
 def _error_type(raw: str) -> str:
     if raw in KNOWN_ERROR_TYPES:
         return raw
@@ -85,14 +114,59 @@ def _error_type(raw: str) -> str:
     return next((kind for hint, kind in ERROR_NAME_HINTS if hint in folded), raw)
 
 
-def span_to_event(span: Span, resource: Mapping[str, Any], tenant_attribute: str = TENANT_ATTRIBUTE,
-                  customer_attribute: str = CUSTOMER_ATTRIBUTE, default_tenant: str | None = None) -> dict[str, Any] | None:
-    """One span → one raw event (validated later, like any client's), or None when it is not LLM usage."""
-    attrs = _attributes(span.attributes)
-    model = attrs.get("gen_ai.response.model") or attrs.get("gen_ai.request.model")
-    operation = OPERATIONS.get(attrs.get("gen_ai.operation.name", "chat"))
-    if model is None or operation is None:
-        return None
+def _operation(attrs: Mapping[str, Any]) -> str | None:
+    if "gen_ai.operation.name" in attrs:
+        return OPERATIONS.get(attrs["gen_ai.operation.name"])
+    for attribute, operations in LEGACY_OPERATIONS:
+        if attribute in attrs:
+            return operations.get(attrs[attribute])
+    return "chat"
+
+
+class _Span:
+    """One span of an export request, with what the mapping needs to know about it and its place in the trace."""
+
+    __slots__ = ("span", "resource", "attrs", "operation", "key", "parent", "outer_call", "agent", "children")
+
+    def __init__(self, span: Span, resource: Mapping[str, Any]) -> None:
+        self.span, self.resource = span, resource
+        self.attrs = _attributes(span.attributes)
+        self.operation = _operation(self.attrs)
+        self.key = (span.trace_id, span.span_id)
+        self.parent = (span.trace_id, span.parent_span_id) if span.parent_span_id else None
+        self.outer_call: _Span | None = None  # the outermost model-call span above this one, if any
+        self.agent: _Span | None = None  # the nearest invoke_agent span above this one, if any
+        self.children: list[_Span] = []  # model calls (counted once each) and tool calls under this agent
+
+
+def _is_model_call(node: _Span) -> bool:
+    return node.operation in MODEL_CALLS and _first(node.attrs, MODEL_ATTRIBUTES) is not None
+
+
+def _place(spans: dict[tuple[bytes, bytes], _Span]) -> None:
+    """Fill each span's ``outer_call`` and ``agent`` from its ancestors in the same request. Iterative
+    with memoisation (linear in the number of spans); a cycle of parent ids (only a broken or hostile
+    exporter sends one) is cut where it closes."""
+    done: set[tuple[bytes, bytes]] = set()
+    for start in spans.values():
+        chain: list[_Span] = []
+        seen: set[tuple[bytes, bytes]] = set()
+        node: _Span | None = start
+        while node is not None and node.key not in done and node.key not in seen:
+            seen.add(node.key)
+            chain.append(node)
+            node = spans.get(node.parent) if node.parent else None
+        for child in reversed(chain):  # from the topmost unplaced ancestor down
+            parent = spans.get(child.parent) if child.parent else None
+            if parent is not None and parent.key in done:
+                child.outer_call = parent.outer_call or (parent if _is_model_call(parent) else None)
+                child.agent = parent if parent.operation == "agent_run" else parent.agent
+            done.add(child.key)
+
+
+def _event(node: _Span, model: Any, operation: str, tenant_attribute: str, customer_attribute: str,
+           default_tenant: str | None) -> dict[str, Any]:
+    span, attrs = node.span, node.attrs
     event: dict[str, Any] = {
         "id": span.trace_id.hex() + span.span_id.hex(),
         "timestamp": (span.end_time_unix_nano or span.start_time_unix_nano) / 1e9,
@@ -103,18 +177,12 @@ def span_to_event(span: Span, resource: Mapping[str, Any], tenant_attribute: str
     }
     for name, attribute, default in (("tenant", tenant_attribute, default_tenant),
                                      ("customer", customer_attribute, None)):
-        value = attrs.get(attribute, resource.get(attribute, default))
+        value = attrs.get(attribute, node.resource.get(attribute, default))
         if value is not None:
             event[name] = _label(value)
-    provider = attrs.get("gen_ai.provider.name", attrs.get("gen_ai.system"))
+    provider = _first(attrs, PROVIDER_ATTRIBUTES)
     if provider is not None:
         event["provider"] = provider
-    for field, names in TOKEN_ATTRIBUTES.items():
-        # A span without usage still counts as a request: failed calls (429, timeouts) report none.
-        event[field] = next((attrs[n] for n in names if n in attrs), 0)
-    ttft = attrs.get("gen_ai.response.time_to_first_chunk")
-    if isinstance(ttft, (int, float)) and not isinstance(ttft, bool):
-        event["ttft_ms"] = ttft * 1000.0
     error_type = attrs.get("error.type")
     if error_type is not None or span.status.code == Status.STATUS_CODE_ERROR:
         event["status"] = "error"
@@ -124,23 +192,87 @@ def span_to_event(span: Span, resource: Mapping[str, Any], tenant_attribute: str
     return event
 
 
+def _usage_event(node: _Span, same_call: list[_Span], **labels: Any) -> dict[str, Any]:
+    """A model call (or a tool call that names a model), from its outermost span and the spans nested in it (the same call seen by more
+    instrumentations): each token count is the largest any of them reports, since one instrumentation
+    may leave out what another reports (openai-v2 omits cache reads on chat spans, pydantic-ai has them)."""
+    event = _event(node, _first(node.attrs, MODEL_ATTRIBUTES), node.operation, **labels)
+    views = [node.attrs, *(inner.attrs for inner in same_call)]
+    for field, names in TOKEN_ATTRIBUTES.items():
+        # A span without usage still counts as a request: failed calls (429, timeouts) report none.
+        values = [value for attrs in views if (value := _first(attrs, names)) is not None]
+        event[field] = max(values, key=lambda v: v if isinstance(v, int) and not isinstance(v, bool) else -1,
+                           default=0)
+    tier = next((t for attrs in views if (t := _first(attrs, SERVICE_TIER_ATTRIBUTES)) is not None), None)
+    if tier is not None:
+        event["service_tier"] = tier
+    ttft = next((t for attrs in views if (t := _first(attrs, TTFT_ATTRIBUTES)) is not None), None)
+    if isinstance(ttft, (int, float)) and not isinstance(ttft, bool):
+        event["ttft_ms"] = ttft * 1000.0
+    return event
+
+
+def _agent_run_event(node: _Span, **labels: Any) -> dict[str, Any] | None:
+    """An agent run: duration, outcome, and the model and tool calls made under it in this request.
+    It carries no tokens: its model calls are counted as their own events, and the run's own usage
+    attributes (pydantic-ai's ``gen_ai.aggregated_usage.*``, util-genai's ``gen_ai.usage.*`` on
+    ``invoke_agent``) are the same tokens again."""
+    calls = [child for child in node.children if _is_model_call(child)]
+    model = _first(node.attrs, AGENT_MODEL_ATTRIBUTES)
+    if model is None:
+        model = next((m for call in calls if (m := _first(call.attrs, MODEL_ATTRIBUTES)) is not None), None)
+    if model is None:
+        return None
+    event = _event(node, model, "agent_run", **labels)
+    if "provider" not in event:
+        provider = next((p for call in calls if (p := _first(call.attrs, PROVIDER_ATTRIBUTES)) is not None), None)
+        if provider is not None:
+            event["provider"] = provider
+    event.update(dict.fromkeys(TOKEN_ATTRIBUTES, 0), llm_calls=len(calls),
+                 tool_calls=sum(child.operation == "tool_call" for child in node.children))
+    return event
+
+
 def spans_to_events(request: ExportTraceServiceRequest, tenant_attribute: str = TENANT_ATTRIBUTE,
                     customer_attribute: str = CUSTOMER_ATTRIBUTE,
                     default_tenant: str | None = None) -> tuple[list[dict[str, Any]], int]:
-    """Events from every GenAI span of an export request, and how many spans were skipped as non-GenAI.
-    Tenant and customer come from the span's attributes, else its resource's, else ``default_tenant``."""
-    events: list[dict[str, Any]] = []
-    skipped = 0
+    """Events from the GenAI spans of an export request, and how many spans were skipped (not GenAI
+    usage, or a model call already counted through the span it is nested in).
+
+    Each model call (chat, text_completion, embeddings span with a model) is one event. A model-call
+    span nested in another is the same call seen by two instrumentations and merges into the
+    outermost. Each ``invoke_agent`` span is an agent-run event counting the model and tool calls
+    whose nearest agent it is. Tenant and customer come from the span's attributes, else its
+    resource's, else ``default_tenant``."""
+    spans: dict[tuple[bytes, bytes], _Span] = {}
+    total = 0
     for resource_spans in request.resource_spans:
         resource = _attributes(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
-                event = span_to_event(span, resource, tenant_attribute, customer_attribute, default_tenant)
-                if event is None:
-                    skipped += 1
-                else:
-                    events.append(event)
-    return events, skipped
+                total += 1
+                node = _Span(span, resource)
+                spans.setdefault(node.key, node)  # a span sent twice in one request is one span
+    _place(spans)
+    same_call: dict[tuple[bytes, bytes], list[_Span]] = {}
+    for node in spans.values():
+        if node.outer_call is not None:
+            same_call.setdefault(node.outer_call.key, []).append(node)
+        elif node.agent is not None and (_is_model_call(node) or node.operation == "tool_call"):
+            node.agent.children.append(node)
+    labels = {"tenant_attribute": tenant_attribute, "customer_attribute": customer_attribute,
+              "default_tenant": default_tenant}
+    events: list[dict[str, Any]] = []
+    for node in spans.values():
+        event = None
+        if node.outer_call is None and (_is_model_call(node) or node.operation == "tool_call"
+                                        and _first(node.attrs, MODEL_ATTRIBUTES) is not None):
+            event = _usage_event(node, same_call.get(node.key, []), **labels)
+        elif node.operation == "agent_run":
+            event = _agent_run_event(node, **labels)
+        if event is not None:
+            events.append(event)
+    return events, total - len(events)
 
 
 def _items(parent: Any, key: str) -> list[Any]:

@@ -5,6 +5,9 @@ parse these bodies, so the shapes must be exactly the documented ones (JSON bodi
 streams for ``stream=True``). Each route answers with a canned document that a test chooses
 (``FakeVendor.documents``); the usage in it is the ground truth the test asserts on.
 
+A route's document may be a list: each request takes the next one, the last one repeats (an
+agent's tool call, then its answer).
+
 Routes: ``POST /v1/chat/completions`` (OpenAI Chat Completions, streams with
 ``stream_options.include_usage``), ``POST /v1/responses`` (OpenAI Responses), ``POST /v1/embeddings``,
 ``POST /v1/messages`` (Anthropic Messages). Every request body is kept in ``requests``.
@@ -43,15 +46,30 @@ def _chat_chunks(doc: dict[str, Any], include_usage: bool) -> Iterator[tuple[str
 
 
 def _response_events(doc: dict[str, Any]) -> Iterator[tuple[str | None, Any]]:
-    """Responses API stream: created, one text delta, completed (the full response with its usage)."""
+    """Responses API stream as documented: created, in_progress, then for each output item
+    output_item.added (its content parts and text deltas for a message) and output_item.done,
+    then completed (the full response with its usage)."""
+    seq = iter(range(10**6))
     started = {**doc, "status": "in_progress", "output": [], "usage": None}
-    yield "response.created", {"type": "response.created", "sequence_number": 0, "response": started}
-    message = next(item for item in doc["output"] if item["type"] == "message")
-    text = message["content"][0]["text"]
-    yield "response.output_text.delta", {"type": "response.output_text.delta", "sequence_number": 1,
-                                         "item_id": message["id"], "output_index": 0, "content_index": 0,
-                                         "delta": text, "logprobs": []}
-    yield "response.completed", {"type": "response.completed", "sequence_number": 2, "response": doc}
+    yield "response.created", {"type": "response.created", "sequence_number": next(seq), "response": started}
+    yield "response.in_progress", {"type": "response.in_progress", "sequence_number": next(seq), "response": started}
+    for index, item in enumerate(doc["output"]):
+        empty = {**item, "content": [], "status": "in_progress"} if item["type"] == "message" else item
+        yield "response.output_item.added", {"type": "response.output_item.added", "sequence_number": next(seq),
+                                             "output_index": index, "item": empty}
+        for part_index, part in enumerate(item.get("content", []) if item["type"] == "message" else []):
+            where = {"item_id": item["id"], "output_index": index, "content_index": part_index}
+            yield "response.content_part.added", {"type": "response.content_part.added", "sequence_number": next(seq),
+                                                  **where, "part": {**part, "text": ""}}
+            yield "response.output_text.delta", {"type": "response.output_text.delta", "sequence_number": next(seq),
+                                                 **where, "delta": part["text"], "logprobs": []}
+            yield "response.output_text.done", {"type": "response.output_text.done", "sequence_number": next(seq),
+                                                **where, "text": part["text"], "logprobs": []}
+            yield "response.content_part.done", {"type": "response.content_part.done", "sequence_number": next(seq),
+                                                 **where, "part": part}
+        yield "response.output_item.done", {"type": "response.output_item.done", "sequence_number": next(seq),
+                                            "output_index": index, "item": item}
+    yield "response.completed", {"type": "response.completed", "sequence_number": next(seq), "response": doc}
 
 
 def _message_events(doc: dict[str, Any]) -> Iterator[tuple[str | None, Any]]:
@@ -87,13 +105,15 @@ class FakeVendor:
     """``with FakeVendor() as vendor:`` serves on ``vendor.url`` (``http://127.0.0.1:<port>``) until exit."""
 
     def __init__(self) -> None:
-        self.documents: dict[str, dict[str, Any]] = {
+        self.documents: dict[str, dict[str, Any] | list[dict[str, Any]]] = {
             "/v1/chat/completions": fixture("openai_chat_completion.json"),
             "/v1/responses": fixture("openai_responses.json"),
             "/v1/embeddings": fixture("openai_embeddings.json"),
             "/v1/messages": fixture("anthropic_message.json"),
         }
         self.requests: list[tuple[str, dict[str, Any]]] = []
+        self._lock = threading.Lock()
+        self._served = 0
         vendor = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -105,7 +125,7 @@ class FakeVendor:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))) or b"{}")
                 vendor.requests.append((self.path, body))
-                doc = copy.deepcopy(vendor.documents.get(self.path.split("?", 1)[0]))
+                doc = vendor.next_document(self.path.split("?", 1)[0])
                 if doc is None:
                     self._json(404, {"error": {"type": "not_found_error", "message": self.path}})
                 elif not body.get("stream"):
@@ -141,6 +161,17 @@ class FakeVendor:
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-vendor", daemon=True)
+
+    def next_document(self, path: str) -> dict[str, Any] | None:
+        with self._lock:
+            docs = self.documents.get(path)
+            if isinstance(docs, list):
+                docs = docs.pop(0) if len(docs) > 1 else docs[0]
+            doc = copy.deepcopy(docs)
+            self._served += 1
+            if doc is not None and "id" in doc:  # every response has its own id, as the vendors' do
+                doc["id"] = f"{doc['id']}{self._served:04d}"
+            return doc
 
     def __enter__(self) -> FakeVendor:
         self._thread.start()

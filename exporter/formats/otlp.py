@@ -1,19 +1,26 @@
 """OTLP/HTTP traces → usage events, so apps already instrumented with OpenTelemetry GenAI need no SDK.
 
 GenAI instrumentations (OpenAI, Anthropic, LangChain, agent frameworks...) put model, provider,
-operation and token usage on spans as ``gen_ai.*`` attributes. Each such span becomes one event and
-goes through the same :meth:`Aggregator.ingest` as ``POST /v1/events``, so validation, pricing,
-caps and dedupe are identical. The event id is trace id + span id: an exporter or collector that
-retries a request cannot double count. Spans without a model are not LLM usage (HTTP, database,
-app spans) and are skipped, not rejected.
+operation and token usage on spans as ``gen_ai.*`` attributes (older ones as ``llm.*``). Each model
+call becomes one event and goes through the same front door as ``POST /v1/events``, so
+validation, pricing, caps and dedupe are identical. Spans without a model are not LLM usage (HTTP,
+database, app spans) and are skipped, not rejected.
 
 Token attributes follow the semantic conventions: ``gen_ai.usage.input_tokens`` *includes* cached
-input, like our ``input_tokens``; cache and reasoning counts are parts of input and output.
+input, like our ``input_tokens``; cache, audio and reasoning counts are parts of input and output.
+Every name we read is in :data:`TOKEN_ATTRIBUTES` (and the README's table).
+
+One call, one event, however many instrumentations traced it: spans of the same call (nested in
+each other, or carrying the same vendor response id) join into one event whose id is the response
+id, else trace id + span id, so retried exports and a second instrumentation's copy in another
+request are deduplicated. ``invoke_agent`` spans become agent runs that count their calls but carry
+no tokens, since the calls are already counted.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 from typing import Any, Iterable, Mapping
 
 from google.protobuf import json_format
@@ -57,10 +64,11 @@ TOKEN_ATTRIBUTES = {
                           "llm.token_count.prompt_details.cache_read"),
     "cache_write_tokens": ("gen_ai.usage.cache_creation.input_tokens", "gen_ai.usage.cache_write.input_tokens",
                            "gen_ai.usage.cache_creation_input_tokens", "llm.token_count.prompt_details.cache_write"),
-    "cache_write_1h_tokens": ("anthropic.usage.cache_creation.ephemeral_1h_input_tokens",),
+    "cache_write_1h_tokens": ("anthropic.usage.cache_creation.ephemeral_1h_input_tokens",
+                              "gen_ai.usage.details.ephemeral_1h_input_tokens"),
     "reasoning_tokens": ("gen_ai.usage.reasoning.output_tokens", "gen_ai.usage.reasoning_tokens",
                          "llm.usage.reasoning_tokens", "gen_ai.usage.details.reasoning_tokens",
-                         "llm.token_count.completion_details.reasoning"),
+                         "gen_ai.usage.details.thinking_tokens", "llm.token_count.completion_details.reasoning"),
     "audio_input_tokens": ("gen_ai.usage.audio.input_tokens", "gen_ai.usage.details.input_audio_tokens",
                            "llm.token_count.prompt_details.audio"),
     "audio_output_tokens": ("gen_ai.usage.audio.output_tokens", "gen_ai.usage.details.output_audio_tokens",
@@ -72,6 +80,9 @@ PROVIDER_ATTRIBUTES = ("gen_ai.provider.name", "gen_ai.system", "llm.provider", 
 SERVICE_TIER_ATTRIBUTES = ("openai.response.service_tier", "gen_ai.openai.response.service_tier",
                            "anthropic.response.service_tier")
 TTFT_ATTRIBUTES = ("gen_ai.response.time_to_first_chunk",)  # seconds
+# The vendor's id of the response (chatcmpl-..., msg_..., resp_...): the same call, whoever traced it.
+RESPONSE_ID_ATTRIBUTE = "gen_ai.response.id"
+MAX_RESPONSE_ID = 100
 # error.type carries exception class names or HTTP status codes; fold the common ones into our known
 # error types so dashboards can tell rate limits from timeouts (anything else is exported as _OTHER).
 HTTP_ERROR_TYPES = {"400": "invalid_request", "401": "auth", "403": "auth", "404": "invalid_request",
@@ -126,7 +137,7 @@ def _operation(attrs: Mapping[str, Any]) -> str | None:
 class _Span:
     """One span of an export request, with what the mapping needs to know about it and its place in the trace."""
 
-    __slots__ = ("span", "resource", "attrs", "operation", "key", "parent", "outer_call", "agent", "children")
+    __slots__ = ("span", "resource", "attrs", "operation", "key", "parent", "depth", "outer_call", "agent", "children")
 
     def __init__(self, span: Span, resource: Mapping[str, Any]) -> None:
         self.span, self.resource = span, resource
@@ -134,6 +145,7 @@ class _Span:
         self.operation = _operation(self.attrs)
         self.key = (span.trace_id, span.span_id)
         self.parent = (span.trace_id, span.parent_span_id) if span.parent_span_id else None
+        self.depth = 0  # below the topmost ancestor present in the request
         self.outer_call: _Span | None = None  # the outermost model-call span above this one, if any
         self.agent: _Span | None = None  # the nearest invoke_agent span above this one, if any
         self.children: list[_Span] = []  # model calls (counted once each) and tool calls under this agent
@@ -159,6 +171,7 @@ def _place(spans: dict[tuple[bytes, bytes], _Span]) -> None:
         for child in reversed(chain):  # from the topmost unplaced ancestor down
             parent = spans.get(child.parent) if child.parent else None
             if parent is not None and parent.key in done:
+                child.depth = parent.depth + 1
                 child.outer_call = parent.outer_call or (parent if _is_model_call(parent) else None)
                 child.agent = parent if parent.operation == "agent_run" else parent.agent
             done.add(child.key)
@@ -192,17 +205,29 @@ def _event(node: _Span, model: Any, operation: str, tenant_attribute: str, custo
     return event
 
 
+def _reported(node: _Span) -> int:
+    return sum(any(name in node.attrs for name in names) for names in TOKEN_ATTRIBUTES.values())
+
+
 def _usage_event(node: _Span, same_call: list[_Span], **labels: Any) -> dict[str, Any]:
-    """A model call (or a tool call that names a model), from its outermost span and the spans nested in it (the same call seen by more
-    instrumentations): each token count is the largest any of them reports, since one instrumentation
-    may leave out what another reports (openai-v2 omits cache reads on chat spans, pydantic-ai has them)."""
+    """A model call (or a tool call that names a model) from all the spans that saw it: ``node``
+    and ``same_call``, spans nested in it or carrying the same vendor response id (the same call
+    traced by more instrumentations). Field by field, the span that reports the most token fields
+    wins and the others fill in what it leaves out; among equals the innermost, the closest to the
+    wire. So the Anthropic SDK's own span beats OpenLLMetry's (whose stream output count is one too
+    many), and pydantic-ai's chat span adds the cache reads openai-v2's span has none of.
+
+    The event id is the vendor's response id when a span has one, so the same call exported by two
+    instrumentations in different requests is deduplicated like a retry; else trace id + span id."""
     event = _event(node, _first(node.attrs, MODEL_ATTRIBUTES), node.operation, **labels)
-    views = [node.attrs, *(inner.attrs for inner in same_call)]
+    views = [view.attrs for view in sorted([node, *same_call], key=lambda v: (-_reported(v), -v.depth))]
+    response_id = next((r for attrs in views if isinstance(r := attrs.get(RESPONSE_ID_ATTRIBUTE), str) and r), None)
+    if response_id is not None:
+        event["id"] = "response:" + (response_id if len(response_id) <= MAX_RESPONSE_ID
+                                     else hashlib.sha256(response_id.encode()).hexdigest())
     for field, names in TOKEN_ATTRIBUTES.items():
         # A span without usage still counts as a request: failed calls (429, timeouts) report none.
-        values = [value for attrs in views if (value := _first(attrs, names)) is not None]
-        event[field] = max(values, key=lambda v: v if isinstance(v, int) and not isinstance(v, bool) else -1,
-                           default=0)
+        event[field] = next((value for attrs in views if (value := _first(attrs, names)) is not None), 0)
     tier = next((t for attrs in views if (t := _first(attrs, SERVICE_TIER_ATTRIBUTES)) is not None), None)
     if tier is not None:
         event["service_tier"] = tier
@@ -237,11 +262,11 @@ def spans_to_events(request: ExportTraceServiceRequest, tenant_attribute: str = 
                     customer_attribute: str = CUSTOMER_ATTRIBUTE,
                     default_tenant: str | None = None) -> tuple[list[dict[str, Any]], int]:
     """Events from the GenAI spans of an export request, and how many spans were skipped (not GenAI
-    usage, or a model call already counted through the span it is nested in).
+    usage, or a model call already counted through another span of the same call).
 
     Each model call (chat, text_completion, embeddings span with a model) is one event. A model-call
-    span nested in another is the same call seen by two instrumentations and merges into the
-    outermost. Each ``invoke_agent`` span is an agent-run event counting the model and tool calls
+    span nested in another, or carrying a vendor response id another span of the request carries,
+    is the same call seen by two instrumentations and joins it (:func:`_usage_event`). Each ``invoke_agent`` span is an agent-run event counting the model and tool calls
     whose nearest agent it is. Tenant and customer come from the span's attributes, else its
     resource's, else ``default_tenant``."""
     spans: dict[tuple[bytes, bytes], _Span] = {}
@@ -254,20 +279,37 @@ def spans_to_events(request: ExportTraceServiceRequest, tenant_attribute: str = 
                 node = _Span(span, resource)
                 spans.setdefault(node.key, node)  # a span sent twice in one request is one span
     _place(spans)
-    same_call: dict[tuple[bytes, bytes], list[_Span]] = {}
+    # Each model call once: spans nested in a model-call span, then model-call spans carrying a
+    # response id already seen, join the call's first span.
+    calls: dict[tuple[bytes, bytes], list[_Span]] = {}
+    by_response: dict[str, _Span] = {}
     for node in spans.values():
-        if node.outer_call is not None:
-            same_call.setdefault(node.outer_call.key, []).append(node)
-        elif node.agent is not None and (_is_model_call(node) or node.operation == "tool_call"):
+        if node.outer_call is None and _is_model_call(node):
+            response_id = node.attrs.get(RESPONSE_ID_ATTRIBUTE)
+            first = by_response.setdefault(response_id, node) if isinstance(response_id, str) and response_id else node
+            calls.setdefault(first.key, []).extend([] if first is node else [node])
+    for node in spans.values():
+        if node.outer_call is not None and node.outer_call.key in calls:
+            calls[node.outer_call.key].append(node)
+        elif node.outer_call is not None:  # nested in a call that joined another through its response id
+            outer_id = node.outer_call.attrs.get(RESPONSE_ID_ATTRIBUTE)
+            calls[by_response[outer_id].key].append(node)
+    for key in calls:
+        node = spans[key]
+        if node.agent is not None:
+            node.agent.children.append(node)
+    for node in spans.values():
+        if node.agent is not None and node.operation == "tool_call":
             node.agent.children.append(node)
     labels = {"tenant_attribute": tenant_attribute, "customer_attribute": customer_attribute,
               "default_tenant": default_tenant}
     events: list[dict[str, Any]] = []
     for node in spans.values():
         event = None
-        if node.outer_call is None and (_is_model_call(node) or node.operation == "tool_call"
-                                        and _first(node.attrs, MODEL_ATTRIBUTES) is not None):
-            event = _usage_event(node, same_call.get(node.key, []), **labels)
+        if node.key in calls:
+            event = _usage_event(node, calls[node.key], **labels)
+        elif node.operation == "tool_call" and node.outer_call is None and _first(node.attrs, MODEL_ATTRIBUTES):
+            event = _usage_event(node, [], **labels)
         elif node.operation == "agent_run":
             event = _agent_run_event(node, **labels)
         if event is not None:

@@ -63,3 +63,11 @@ def test_every_usage_format_is_in_the_mapping_table():
     from exporter.formats.vendor_usage import USAGE_FORMATS
     rows = set(re.findall(r"^\| `([a-z]+)`[^|]*\| `usage", README, re.M))
     assert rows == set(USAGE_FORMATS)
+
+
+def test_every_otlp_attribute_we_read_is_documented():
+    from exporter.formats import otlp
+    names = [n for names in otlp.TOKEN_ATTRIBUTES.values() for n in names]
+    names += [*otlp.MODEL_ATTRIBUTES, *otlp.PROVIDER_ATTRIBUTES, *otlp.SERVICE_TIER_ATTRIBUTES,
+              *otlp.TTFT_ATTRIBUTES, otlp.RESPONSE_ID_ATTRIBUTE, *(name for name, _ in otlp.LEGACY_OPERATIONS)]
+    assert [n for n in names if f"`{n}`" not in README] == []

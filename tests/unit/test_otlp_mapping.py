@@ -126,6 +126,16 @@ def test_nested_model_call_spans_are_one_call():
             event["service_tier"]) == (2006, 300, 1920, 192, "default")
 
 
+def test_innermost_span_wins_where_two_views_disagree():
+    # OpenLLMetry's Anthropic stream span says 394 output tokens; the SDK's own span under it, 393.
+    outer = {"id": 1, "attrs": {**CHAT, "gen_ai.usage.input_tokens": 1679, "gen_ai.usage.output_tokens": 394}}
+    inner = {"id": 2, "parent": 1, "attrs": {**CHAT, "gen_ai.usage.input_tokens": 1679,
+                                             "gen_ai.usage.output_tokens": 393,
+                                             "gen_ai.usage.reasoning.output_tokens": 120}}
+    (event,) = events(outer, inner)
+    assert (event["output_tokens"], event["reasoning_tokens"]) == (393, 120)
+
+
 def test_agent_run_counts_its_calls_and_carries_no_tokens():
     agent = {"id": 10, "attrs": {"gen_ai.operation.name": "invoke_agent", "model_name": "gpt-4o",
                                  "gen_ai.agent.name": "support", "gen_ai.aggregated_usage.input_tokens": 3000,
@@ -173,3 +183,20 @@ def test_long_chain_is_linear():
     chain.append({"id": 20_000, "parent": 19_999, "attrs": {**CHAT, "gen_ai.usage.input_tokens": 3}})
     found = events(*chain)
     assert sorted((e["operation"], e.get("llm_calls")) for e in found) == [("agent_run", 1), ("chat", None)]
+
+
+def test_same_response_id_is_one_call_even_unnested():
+    # OpenLLMetry's anthropic span and the SDK's own span are separate root spans of one call.
+    ollm = {"id": 1, "attrs": {**CHAT, "gen_ai.response.id": "msg_01", "gen_ai.usage.input_tokens": 1679,
+                               "gen_ai.usage.output_tokens": 394}}
+    sdk = {"id": 2, "attrs": {**CHAT, "gen_ai.response.id": "msg_01", "gen_ai.usage.input_tokens": 1679,
+                              "gen_ai.usage.output_tokens": 393, "gen_ai.usage.reasoning.output_tokens": 120}}
+    nested_in_sdk = {"id": 3, "parent": 2, "attrs": {**CHAT, "gen_ai.usage.input_tokens": 1}}
+    other = {"id": 4, "attrs": {**CHAT, "gen_ai.response.id": "msg_02", "gen_ai.usage.input_tokens": 7}}
+    found, skipped = spans_to_events(request(ollm, sdk, nested_in_sdk, other))
+    assert skipped == 2
+    assert sorted((e["id"], e["input_tokens"], e["output_tokens"]) for e in found) == [
+        ("response:msg_01", 1679, 393), ("response:msg_02", 7, 0)]
+    # Exported alone, in another request, the SDK's span gets the same id: the exporter drops it as a duplicate.
+    (again,) = events(sdk)
+    assert again["id"] == "response:msg_01"

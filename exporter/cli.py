@@ -15,6 +15,7 @@ from typing import Sequence
 
 from . import __version__
 from .config import OPTIONS, Config, ConfigError, load_config, read_yaml_file
+from .core import sources
 from .core.pricing import PriceTable, PricingError, load_price_table
 
 
@@ -58,6 +59,25 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--keep-openmetrics", action="store_true", help="keep the intermediate .om files")
     backfill.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    imp = sub.add_parser("import", help="import real past events (NDJSON/JSON/OTLP JSON) into TSDB blocks and the state",
+                         description="Count real past events through the live ingest rules into the state store, and "
+                                     "write what Prometheus would have scraped as TSDB blocks. Stop the exporter first.")
+    _add_option_flags(imp)
+    imp.add_argument("files", nargs="+", metavar="FILE",
+                     help="NDJSON (.gz too): one event, {\"events\": [...]} batch or OTLP/JSON request per line; "
+                          "or a JSON array / object")
+    imp.add_argument("--out", required=True, help="directory for the TSDB blocks")
+    imp.add_argument("--step", default="5m", help="scrape interval of the history (default 5m; use the live one)")
+    imp.add_argument("--job", default="llm-usage-exporter",
+                     help="job label of the live scrape, so history and live are one series")
+    imp.add_argument("--instance", default="exporter:9477",
+                     help="instance label of the live scrape (host:port Prometheus scrapes)")
+    imp.add_argument("--report", help="where rejected lines are listed (default OUT/import-rejected.ndjson)")
+    imp.add_argument("--work-dir", help="temporary space for sorting by time, about the input's size (default OUT)")
+    imp.add_argument("--keep-openmetrics", action="store_true", help="keep the intermediate .om files")
+    imp.add_argument("--json", action="store_true", help="print the report as JSON")
+    imp.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     loadgen = sub.add_parser("loadgen", help="POST simulated events to an exporter and report throughput")
     loadgen.add_argument("--url", default="http://127.0.0.1:9477", help="exporter base URL")
     loadgen.add_argument("--rate", type=float, default=0.0, help="events/s to offer (0 = as fast as possible)")
@@ -88,6 +108,13 @@ def backfill_command(args: argparse.Namespace, config: Config, prices: PriceTabl
                                  dedupe_max_age=max(config.dedupe_max_age, config.ingest_max_age))
     exporter = build_exporter(config, CollectorRegistry(auto_describe=False), prices)
     exporter.aggregator.load()
+    try:
+        sources.check(exporter.aggregator.sources, True, config.storage_path, "backfill",
+                      config.storage_allow_mixed_sources)
+    except sources.MixedSources as exc:
+        exporter.store.close()
+        print(f"llm-usage-exporter backfill: {exc}", file=sys.stderr)
+        return 2
     ledger = Ledger() if args.ledger else None
     from .demo.backfill import run_backfill
 
@@ -105,6 +132,88 @@ def backfill_command(args: argparse.Namespace, config: Config, prices: PriceTabl
           f"State store {config.storage_path} now holds the backfilled totals: start the exporter on it so\n"
           "  live counters continue from them.")
     return 0
+
+
+def import_command(args: argparse.Namespace, config: Config, prices: PriceTable) -> int:
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from prometheus_client import CollectorRegistry
+
+    from .config import parse_duration
+    from .core.store import StoreUnavailable
+    from .history.importer import rfc3339, run_import
+    from .server.app import build_exporter
+
+    step = parse_duration(args.step)
+    paths = [Path(f) for f in args.files]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        print(f"llm-usage-exporter import: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    # Events are fed step by step with `now` at the step's end, so the ingest window only has to
+    # cover one step; everything else (pricing, caps, dedupe window, tenants) is the live config's.
+    max_age = max(config.ingest_max_age, 2 * step)
+    config = dataclasses.replace(config, ingest_max_age=max_age, dedupe_max_age=max(config.dedupe_max_age, max_age))
+    exporter = build_exporter(config, CollectorRegistry(auto_describe=False), prices)
+    try:
+        exporter.aggregator.load()
+        sources.check(exporter.aggregator.sources, False, config.storage_path, "import",
+                      config.storage_allow_mixed_sources)
+        report = run_import(exporter.aggregator, paths, Path(args.out), step=step,
+                            target_labels={"job": args.job, "instance": args.instance},
+                            report_path=Path(args.report) if args.report else None,
+                            work_dir=Path(args.work_dir) if args.work_dir else None, progress=not args.no_progress,
+                            keep_openmetrics=args.keep_openmetrics)
+    except StoreUnavailable as exc:
+        print(f"llm-usage-exporter import: {exc} (is an exporter running on it? stop it first)", file=sys.stderr)
+        return 2
+    except (sources.MixedSources, RuntimeError) as exc:
+        print(f"llm-usage-exporter import: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        exporter.store.close()
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    elif report.already_imported:
+        print(f"already imported: every file's content is recorded in {config.storage_path}; nothing to do")
+    else:
+        rate = report.events / report.seconds if report.seconds else 0.0
+        span = f"{rfc3339(report.first)} .. {rfc3339(report.last)}" if report.first is not None else "no events"
+        print(f"imported {report.accepted:,} of {report.events:,} events ({report.duplicates:,} duplicates, "
+              f"{report.rejected:,} rejected) from {report.files} file(s) in {report.seconds:.1f}s "
+              f"({rate:,.0f} events/s); {span}")
+        if report.rejected:
+            reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(report.reasons.items()))
+            print(f"rejected ({reasons}): one line each with file, line and reason in {report.rejected_report}")
+        if report.accepted:
+            print(f"{report.blocks} TSDB block(s), {report.samples:,} samples in {args.out}/\n"
+                  "To load them: stop Prometheus, move the block directories (01...) into its --storage.tsdb.path\n"
+                  f"  (retention must reach {rfc3339(report.first or 0)}: --storage.tsdb.retention.time), start it.\n"
+                  f"State {config.storage_path} holds the imported totals (history until "
+                  f"{rfc3339(report.history_until)}): start the exporter on it and live counters continue from them.")
+    return 0 if report.accepted or report.already_imported else 1
+
+
+def check_state_sources(config: Config) -> None:
+    """Refuse to serve a state holding the other kind of events (simulated vs real): see core/sources.py."""
+    from pathlib import Path
+
+    from .core.store import StateStore, StoreUnavailable
+
+    if config.storage_path == ":memory:" or not Path(config.storage_path).exists():
+        return
+    store = StateStore(config.storage_path)
+    try:
+        held = store.read_meta().get("sources", ())
+    except StoreUnavailable:
+        return  # the exporter's own start-up reports an unusable store
+    finally:
+        store.close()
+    who = "the exporter with --simulator.enabled=true" if config.simulator_enabled else \
+        "the exporter (API and OTLP ingest, simulator off)"
+    sources.check(held, config.simulator_enabled, config.storage_path, who, config.storage_allow_mixed_sources)
 
 
 def loadgen_command(args: argparse.Namespace) -> int:
@@ -135,6 +244,11 @@ def serve(config: Config, prices: PriceTable) -> int:
 
     from .server.app import create_app
 
+    try:
+        check_state_sources(config)
+    except sources.MixedSources as exc:
+        print(f"llm-usage-exporter: {exc}", file=sys.stderr)
+        return 2
     app = create_app(config, prices=prices)
     host = config.listen_host
     logging.getLogger("exporter").info(
@@ -164,5 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "backfill":
         return backfill_command(args, config, prices)
+    if args.command == "import":
+        return import_command(args, config, prices)
     return serve(config, prices)
 

@@ -136,9 +136,12 @@ OPTIONS: tuple[Option, ...] = (
            "required: always; off: never (trusted networks only)."),
     Option("storage.path", str, "./data/llm-exporter.db",
            "SQLite file that keeps totals and the dedupe window across restarts (':memory:' keeps nothing).", "PATH"),
+    Option("storage.allow-mixed-sources", parse_bool, False,
+           "Let simulated (simulator, backfill) and real (api, otlp, import) events share one state file; "
+           "off, the exporter, import and backfill refuse a state holding the other kind.", "BOOL"),
     Option("storage.sync", _choice("normal", "full"), "normal",
            "SQLite synchronous mode in WAL: normal survives a process crash, full also survives power loss."),
-    Option("ingest.max-age", parse_duration, 24 * 3600.0, "Reject events older than this.", "DURATION"),
+    Option("ingest.max-age", parse_duration, 24 * 3600.0, "Reject events older than this (load past events with `import`).", "DURATION"),
     Option("ingest.max-future", parse_duration, 300.0, "Reject events further in the future than this.", "DURATION"),
     Option("dedupe.max-entries", _positive_int, 1_000_000, "Most (tenant, id) pairs remembered for idempotency.", "N"),
     Option("dedupe.max-age", parse_duration, 25 * 3600.0,
@@ -150,6 +153,8 @@ OPTIONS: tuple[Option, ...] = (
            "__other__, so per-label caps cannot multiply into millions of series.", "N"),
     Option("limits.max-unknown-models", _positive_int, 50, "Distinct models missing from the price table (rest become __other__).", "N"),
     Option("limits.max-label-length", _positive_int, 128, "Longest tenant/customer/model/provider/error_type value.", "CHARS"),
+    Option("usage.daily-days", _positive_int, 40,
+           "Days of per-customer daily rollups kept for /usage and /v1/tenants/{t}/usage/daily.", "N"),
     Option("errors.ring-size", _positive_int, 100, "Recent errors kept per tenant for /v1/tenants/{t}/errors.", "N"),
     Option("pricing.file", str, "", "YAML price table merged over the shipped default.", "PATH"),
     Option("simulator.enabled", parse_bool, False, "Generate a simulated fleet's usage into the exporter.", "BOOL"),
@@ -179,6 +184,7 @@ class Config:
     web_max_batch_events: int = 10_000
     auth_mode: str = "auto"
     storage_path: str = "./data/llm-exporter.db"
+    storage_allow_mixed_sources: bool = False
     storage_sync: str = "normal"
     ingest_max_age: float = 24 * 3600.0
     ingest_max_future: float = 300.0
@@ -189,6 +195,7 @@ class Config:
     limits_max_combinations_per_tenant: int = 10_000
     limits_max_unknown_models: int = 50
     limits_max_label_length: int = 128
+    usage_daily_days: int = 40
     errors_ring_size: int = 100
     pricing_file: str = ""
     simulator_enabled: bool = False

@@ -35,6 +35,8 @@ KNOWN_PROVIDERS = frozenset({
 
 # Customer rows in the read API: events, input_tokens, output_tokens, cost_micros, errors, latest_timestamp.
 _EVENTS, _INPUT, _OUTPUT, _COST, _ERRORS, _LATEST = range(6)
+# Daily rollup rows (per tenant, UTC day, customer) use the first five slots of a customer row.
+DAY = 86400
 
 
 @dataclass
@@ -234,10 +236,18 @@ class Aggregator:
         self.series: dict[str, dict[tuple[str, ...], Any]] = {spec.name: {} for spec in m.USAGE_METRICS}
         self.customers: dict[tuple[str, str], list[Any]] = {}
         self.recent_errors: dict[str, deque[dict[str, Any]]] = {}
+        # (tenant, UTC day number, customer) → [events, input, output, cost_micros, errors]; customers are
+        # the capped label values, days are the last usage.daily-days: bounded like the metrics.
+        self.daily: dict[tuple[str, int, str], list[int]] = {}
+        self.daily_days = config.usage_daily_days
+        self.sources: set[str] = set()
+        self.meta: dict[str, Any] = {}
         self.checkpoint_every = checkpoint_every
         self._labels: dict[tuple[Any, ...], tuple[str, str, str, str, tuple[str, ...]]] = {}
         self._dirty_series: set[tuple[str, tuple[str, ...]]] = set()
         self._dirty_customers: set[tuple[str, str]] = set()
+        self._dirty_daily: set[tuple[str, int, str]] = set()
+        self._daily_horizon = 0
         self._dedupe_added: list[tuple[str, float]] = []
         self._dedupe_removed: list[str] = []
         self._last_checkpoint = time.monotonic()
@@ -250,6 +260,9 @@ class Aggregator:
             if metric in self.series:
                 self.series[metric].update(values)
         self.customers.update(snapshot.customers)
+        self.daily.update(snapshot.daily)
+        self.meta = snapshot.meta
+        self.sources = set(snapshot.meta.get("sources", ()))
         self.dedupe.seen.update(snapshot.dedupe)
         for record in snapshot.log:
             self._apply(record, replay=True)
@@ -281,24 +294,47 @@ class Aggregator:
             self.customers[key] = delta if old is None else [
                 *(a + b for a, b in zip(old[:_LATEST], delta[:_LATEST])), max(old[_LATEST], delta[_LATEST])]
             self._dirty_customers.add(key)
+        daily = self.daily
+        for tenant, day, customer, delta in record.get("d", ()):
+            key3 = (tenant, day, customer)
+            old = daily.get(key3)
+            daily[key3] = delta if old is None else [a + b for a, b in zip(old, delta)]
+            self._dirty_daily.add(key3)
         if replay:
             evicted, added, _ = self.dedupe.plan_evictions(record["t"], dict(record["k"]))
             self.dedupe.apply(added, evicted)
             self._dedupe_added.extend(added)
             self._dedupe_removed.extend(evicted)
 
+    def _prune_daily(self) -> int | None:
+        """Forget daily rows older than the rollup's horizon (checked once per new day); the new horizon
+        when it moved, so the checkpoint deletes the same rows from the store."""
+        horizon = int(time.time() // DAY) - self.daily_days + 1
+        if horizon <= self._daily_horizon:
+            return None
+        self._daily_horizon = horizon
+        for key in [key for key in self.daily if key[1] < horizon]:
+            del self.daily[key]
+        self._dirty_daily = {key for key in self._dirty_daily if key[1] >= horizon}
+        return horizon
+
     def checkpoint(self) -> None:
         """Write the series and customers touched since the last checkpoint; fold the log away."""
-        if not (self._dirty_series or self._dirty_customers or self._dedupe_added or self._dedupe_removed):
+        horizon = self._prune_daily()
+        if not (self._dirty_series or self._dirty_customers or self._dirty_daily or self._dedupe_added
+                or self._dedupe_removed or horizon is not None):
             return
         self.store.checkpoint(Checkpoint(
             upto_seq=self.store.last_seq,
             series=[(metric, key, self.series[metric][key]) for metric, key in self._dirty_series],
             customers=[(key, self.customers[key]) for key in self._dirty_customers],
+            daily=[(key, self.daily[key]) for key in self._dirty_daily],
+            daily_before=horizon,
             dedupe_add=[(k, t) for k, t in self._dedupe_added if k in self.dedupe],
             dedupe_remove=[k for k in self._dedupe_removed if k not in self.dedupe]))
         self._dirty_series.clear()
         self._dirty_customers.clear()
+        self._dirty_daily.clear()
         self._dedupe_added.clear()
         self._dedupe_removed = []
         self._last_checkpoint = time.monotonic()
@@ -368,6 +404,7 @@ class Aggregator:
         overflow: list[str] = []
         unpriced: list[str] = []
         new_errors: list[tuple[str, dict[str, Any]]] = []
+        daily: dict[tuple[str, int, str], list[int]] = {}
 
         pause_at = STEP_EVENTS
         for index, event in events:
@@ -425,6 +462,16 @@ class Aggregator:
             acc[_TOOL] += event.tool_calls
             if timestamp > acc[_TS]:
                 acc[_TS] = timestamp
+            day_key = (tenant, int(timestamp // DAY), customer)
+            day_row = daily.get(day_key)
+            if day_row is None:
+                day_row = daily[day_key] = [0, 0, 0, 0, 0]
+            day_row[_EVENTS] += 1
+            day_row[_INPUT] += input_tokens
+            day_row[_OUTPUT] += output_tokens
+            day_row[_COST] += micros
+            if event.status == "error":
+                day_row[_ERRORS] += 1
             obs_key = (tenant, model, provider, event.operation)
             obs = observations.get(obs_key)
             if obs is None:
@@ -444,7 +491,11 @@ class Aggregator:
 
         if new_keys:
             record = self._record(groups, observations, new_keys, now)
+            record["d"] = [(tenant, day, customer, row) for (tenant, day, customer), row in daily.items()]
             try:
+                if source not in self.sources:  # recorded before the events: a state never hides a source
+                    self.store.set_meta("sources", sorted(self.sources | {source}))
+                    self.sources.add(source)
                 self.store.append(record)
             except StoreUnavailable:  # nothing below happens: nothing is counted, the client retries
                 self.telemetry.store_up.set(0)
@@ -562,6 +613,22 @@ class Aggregator:
                 for (row_tenant, customer), row in self.customers.items() if row_tenant == tenant]
         rows.sort(key=lambda r: (r[sort], r["customer"]), reverse=descending)
         return rows[:limit]
+
+    def daily_rows(self, tenant: str, customer: str | None, days: int, today: int | None = None) -> list[dict[str, Any]]:
+        """Usage per UTC day, oldest first, for the last ``days`` days up to ``today`` (a day number):
+        one customer's, or the tenant's total when ``customer`` is None. Days without usage are zeros, so
+        a chart of the answer has one bar per day."""
+        today = int(time.time() // DAY) if today is None else today
+        first = today - days + 1
+        totals = {day: [0, 0, 0, 0, 0] for day in range(first, today + 1)}
+        for (row_tenant, day, row_customer), row in self.daily.items():
+            if row_tenant == tenant and first <= day <= today and (customer is None or row_customer == customer):
+                total = totals[day]
+                for slot in range(5):
+                    total[slot] += row[slot]
+        return [{"day": time.strftime("%Y-%m-%d", time.gmtime(day * DAY)), "events": row[_EVENTS],
+                 "input_tokens": row[_INPUT], "output_tokens": row[_OUTPUT], "cost_usd": row[_COST] / 1_000_000,
+                 "errors": row[_ERRORS]} for day, row in totals.items()]
 
     def errors_of(self, tenant: str, limit: int) -> list[dict[str, Any]]:
         ring = self.recent_errors.get(tenant, ())

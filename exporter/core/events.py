@@ -268,7 +268,7 @@ def validate_event(raw: Any, now: float, limits: Limits) -> Event | list[FieldEr
                 r.fail("timestamp", f"is more than {limits.max_future_s:g} s in the future")
             elif timestamp < now - limits.max_age_s:
                 r.fail("timestamp", f"is older than the {limits.max_age_s / 3600:g} h ingest window; "
-                                    "load history with `llm-usage-exporter backfill` instead")
+                                    "load past events with `llm-usage-exporter import FILE...` instead")
 
     tenant = r.label("tenant")
     customer = r.label("customer")

@@ -31,6 +31,12 @@ CREATE TABLE IF NOT EXISTS customers (
     output_tokens INTEGER NOT NULL, cost_micros INTEGER NOT NULL, errors INTEGER NOT NULL,
     latest_timestamp REAL NOT NULL, PRIMARY KEY (tenant, customer)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS daily (
+    tenant TEXT NOT NULL, customer TEXT NOT NULL, day INTEGER NOT NULL, events INTEGER NOT NULL,
+    input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, cost_micros INTEGER NOT NULL,
+    errors INTEGER NOT NULL, PRIMARY KEY (tenant, day, customer)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dedupe (key TEXT PRIMARY KEY, seen_at REAL NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY, record BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at REAL NOT NULL, pad BLOB);
@@ -45,6 +51,8 @@ class StoreUnavailable(RuntimeError):
 class Snapshot:
     series: dict[str, dict[tuple[str, ...], Any]] = field(default_factory=dict)
     customers: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
+    daily: dict[tuple[str, int, str], list[int]] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
     dedupe: list[tuple[str, float]] = field(default_factory=list)
     log: list[dict[str, Any]] = field(default_factory=list)
 
@@ -56,6 +64,8 @@ class Checkpoint:
     upto_seq: int
     series: list[tuple[str, tuple[str, ...], Any]] = field(default_factory=list)
     customers: list[tuple[tuple[str, str], list[Any]]] = field(default_factory=list)
+    daily: list[tuple[tuple[str, int, str], list[int]]] = field(default_factory=list)
+    daily_before: int | None = None  # drop daily rows of days before this one (the rollup's horizon)
     dedupe_add: list[tuple[str, float]] = field(default_factory=list)
     dedupe_remove: list[str] = field(default_factory=list)
 
@@ -108,6 +118,10 @@ class StateStore:
             for row in conn.execute("SELECT tenant, customer, events, input_tokens, output_tokens, cost_micros, "
                                     "errors, latest_timestamp FROM customers"):
                 snapshot.customers[(row[0], row[1])] = list(row[2:])
+            for row in conn.execute("SELECT tenant, day, customer, events, input_tokens, output_tokens, cost_micros, "
+                                    "errors FROM daily"):
+                snapshot.daily[(row[0], row[1], row[2])] = list(row[3:])
+            snapshot.meta = {key: orjson.loads(value) for key, value in conn.execute("SELECT key, value FROM meta")}
             snapshot.dedupe = list(conn.execute("SELECT key, seen_at FROM dedupe ORDER BY seen_at"))
             for seq, record in conn.execute("SELECT seq, record FROM log ORDER BY seq"):
                 snapshot.log.append(orjson.loads(record))
@@ -139,6 +153,10 @@ class StateStore:
                     ((m, orjson.dumps(labels).decode(), orjson.dumps(v).decode()) for m, labels, v in checkpoint.series))
                 conn.executemany("INSERT OR REPLACE INTO customers VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                                  ((t, c, *row) for (t, c), row in checkpoint.customers))
+                conn.executemany("INSERT OR REPLACE INTO daily VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                 ((t, c, d, *row) for (t, d, c), row in checkpoint.daily))
+                if checkpoint.daily_before is not None:
+                    conn.execute("DELETE FROM daily WHERE day < ?", (checkpoint.daily_before,))
                 conn.executemany("INSERT OR REPLACE INTO dedupe (key, seen_at) VALUES (?, ?)", checkpoint.dedupe_add)
                 conn.executemany("DELETE FROM dedupe WHERE key = ?", ((k,) for k in checkpoint.dedupe_remove))
                 conn.execute("DELETE FROM log WHERE seq <= ?", (checkpoint.upto_seq,))
@@ -150,6 +168,21 @@ class StateStore:
         except sqlite3.Error as exc:
             raise self._fail(exc) from exc
         self.healthy = True
+
+    def set_meta(self, key: str, value: Any) -> None:
+        """Facts about the state as a whole (its sources, how far imported history reaches), written at once."""
+        try:
+            conn = self._connect()
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, orjson.dumps(value).decode()))
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from exc
+
+    def read_meta(self) -> dict[str, Any]:
+        """The meta table alone: what a command checks before it touches the state."""
+        try:
+            return {key: orjson.loads(value) for key, value in self._connect().execute("SELECT key, value FROM meta")}
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from exc
 
     def probe(self) -> None:
         """A real write the size of a large request's log record (64 KiB): an empty transaction,

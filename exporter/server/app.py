@@ -172,6 +172,8 @@ def create_app(config: Config, registry: CollectorRegistry | None = None, prices
                     await task
             with contextlib.suppress(StoreUnavailable):
                 ex.aggregator.checkpoint()  # a faster next start; the log alone would be enough
+                if ex.aggregator.customers:  # Prometheus holds samples up to now: `import` starts after them
+                    ex.store.set_meta("served_until", time.time())
             ex.store.close()
 
     routes = [

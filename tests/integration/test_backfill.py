@@ -31,7 +31,10 @@ def test_backfill_two_days_then_live_continues(tmp_path):
     assert ledger["events"] > 20_000
     expected_requests = sum(row["requests"] for row in ledger["totals"])
 
-    with ExporterProcess(tmp_path / "exporter", storage=state, port=port) as exporter, \
+    # One hand-made event goes into the simulated history on purpose (to see the counter move by
+    # exactly one), so this exporter must be told mixing is intended.
+    with ExporterProcess(tmp_path / "exporter", "--storage.allow-mixed-sources=true", storage=state,
+                         port=port) as exporter, \
             PrometheusProcess(tmp_path / "prom", [f"127.0.0.1:{exporter.port}"]) as prom:
         # History: a day ago the fleet was already running, with every tenant present.
         day_ago = started - 86400
@@ -57,7 +60,8 @@ def test_backfill_two_days_then_live_continues(tmp_path):
 
 def test_backfill_refuses_without_promtool(tmp_path, monkeypatch):
     from exporter.demo import backfill
+    from exporter.history import blocks
 
-    monkeypatch.setattr(backfill.shutil, "which", lambda name: None)
+    monkeypatch.setattr(blocks.shutil, "which", lambda name: None)
     with pytest.raises(RuntimeError, match="promtool not found"):
         backfill.run_backfill(None, "default", 0.01, tmp_path, 1.0, 1, progress=False)  # type: ignore[arg-type]

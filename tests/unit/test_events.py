@@ -135,12 +135,12 @@ def test_bad_timestamps(text):
         parse_timestamp(text)
 
 
-def test_future_and_too_old_timestamps_rejected_with_pointer_to_backfill():
+def test_future_and_too_old_timestamps_rejected_with_pointer_to_import():
     future = validate_event(good(timestamp=NOW + 301), NOW, LIMITS)
     assert any("future" in e.message for e in future)
     assert isinstance(validate_event(good(timestamp=NOW + 299), NOW, LIMITS), Event)
     old = validate_event(good(timestamp=NOW - 24 * 3600 - 1), NOW, LIMITS)
-    assert any("backfill" in e.message for e in old)
+    assert any("llm-usage-exporter import FILE" in e.message for e in old)
 
 
 @pytest.mark.parametrize(("field", "value"), [("duration_ms", -1), ("duration_ms", "5"), ("ttft_ms", -0.1),

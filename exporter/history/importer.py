@@ -38,7 +38,9 @@ import orjson
 from ..core import metrics as m
 from ..core.aggregate import Aggregator
 from ..core.events import parse_timestamp
-from ..formats import otlp
+from ..formats import PayloadError, otlp
+from ..formats.jsonbody import loads
+from ..server.ingest import decode_otlp
 from .blocks import BlockWriter
 
 SOURCE = "import"
@@ -46,6 +48,7 @@ CHUNK_EVENTS = 5000  # events per ingest call (one state-log row each)
 BUFFER_BYTES = 32 * 1024 * 1024  # pass-1 write buffer across all step files
 MAX_DOCUMENT_BYTES = 512 * 1024 * 1024  # a non-NDJSON JSON file is parsed whole; NDJSON streams
 MAX_IMPORTS_REMEMBERED = 200
+MAX_SPANS_PER_LINE = 1_000_000  # one OTLP request line is parsed whole; the Collector writes far smaller ones
 INVALID = -1  # the step "file" of events whose timestamp cannot be read: validated (and rejected) first
 
 
@@ -123,9 +126,9 @@ def _objects(path: Path, consume: Callable[[bytes], None]) -> Iterator[tuple[int
                                       "write one event per line (NDJSON), which is streamed")
                 return
             try:
-                yield 1, orjson.loads(data), None, None
-            except orjson.JSONDecodeError as exc:
-                yield 1, None, None, f"not valid JSON: {exc}"
+                yield 1, loads(data), None, None
+            except PayloadError as exc:
+                yield 1, None, None, str(exc)
             return
         number = 0
         rest = b""
@@ -147,20 +150,22 @@ def _line(number: int, line: bytes) -> Iterator[tuple[int, Any, bytes | None, st
     if not line:
         return
     try:
-        yield number, orjson.loads(line), line, None
-    except orjson.JSONDecodeError as exc:
-        yield number, None, None, f"not valid JSON: {exc}"
+        yield number, loads(line), line, None
+    except PayloadError as exc:  # the API's JSON rules: big integers allowed, NaN and lone surrogates refused
+        yield number, None, None, str(exc)
 
 
-def _events_of(value: Any, line: bytes | None) -> tuple[list[tuple[Any, bytes | None]], str | None]:
-    """The raw events one JSON value holds, each with its original bytes when it is the whole line."""
+def _events_of(value: Any, line: bytes | None, aggregator: Aggregator) -> tuple[list[tuple[Any, bytes | None]], str | None]:
+    """The raw events one JSON value holds, each with its original bytes when it is the whole line.
+    OTLP requests go through the front door's own decoder (server/ingest.py), so spans map exactly
+    as ``POST /v1/otlp/v1/traces`` maps them."""
     if isinstance(value, dict) and "resourceSpans" in value:
+        body = line if line is not None else orjson.dumps(value)
         try:
-            request = otlp.decode_request(orjson.dumps(value), otlp.JSON)
-        except Exception as exc:  # the decoder's own refusal (HTTPProblem / PayloadError) names the problem
-            return [], str(getattr(exc, "message", exc))
-        events, _skipped = otlp.spans_to_events(request)
-        return [(event, None) for event in events], None
+            batch = decode_otlp(body, otlp.JSON, None, MAX_SPANS_PER_LINE, time.time(), aggregator)
+        except PayloadError as exc:
+            return [], str(exc)
+        return [(event, None) for event in batch.raw], None
     if isinstance(value, dict) and isinstance(value.get("events"), list):
         return [(event, None) for event in value["events"]], None
     if isinstance(value, list):
@@ -228,7 +233,7 @@ def run_import(aggregator: Aggregator, paths: list[Path], out: Path, *, step: fl
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".import-", dir=work_dir or out))
     try:
-        steps, fingerprints = _bucket(paths, work, step, frontier, report, rejects, progress)
+        steps, fingerprints = _bucket(aggregator, paths, work, step, frontier, report, rejects, progress)
         previous = {entry["sha256"] for entry in aggregator.meta.get("imports", [])}
         if fingerprints and all(f["sha256"] in previous for f in fingerprints):
             report.already_imported = True
@@ -258,7 +263,7 @@ def run_import(aggregator: Aggregator, paths: list[Path], out: Path, *, step: fl
     return report
 
 
-def _bucket(paths: list[Path], work: Path, step: float, frontier: float, report: ImportReport,
+def _bucket(aggregator: Aggregator, paths: list[Path], work: Path, step: float, frontier: float, report: ImportReport,
             rejects: RejectReport, progress: bool) -> tuple[_StepFiles, list[dict[str, Any]]]:
     """Pass 1: every event into the temporary file of its step; unreadable lines straight to the report."""
     from tqdm import tqdm
@@ -280,7 +285,7 @@ def _bucket(paths: list[Path], work: Path, step: float, frontier: float, report:
             for number, value, line, error in _objects(path, consume):
                 report.lines += 1
                 if error is None:
-                    events, error = _events_of(value, line)
+                    events, error = _events_of(value, line, aggregator)
                 if error is not None:
                     rejects.add(name, number, None, "", error, "invalid_line")
                     _count(report, "invalid_line")

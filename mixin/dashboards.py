@@ -44,6 +44,7 @@ import yaml
 
 from exporter.config import parse_duration
 from mixin import DASHBOARD_DIR, ROOT, RULES_DIR, promql
+from mixin.thresholds import LatencyClass, latency_classes
 from mixin.thresholds import load as load_thresholds
 from mixin.promql import agg, metrics_in, paren, rate, ratio, ratio_or_zero, sel
 
@@ -613,6 +614,8 @@ class Limits:
         self.error_crit = float(a["LLMTenantHighErrorRatio"]["critical"]["ratio"])
         self.p95_seconds = float(a["LLMModelHighLatency"]["p95_seconds"])
         self.ttft_p95_seconds = float(a["LLMModelHighTimeToFirstToken"]["p95_seconds"])
+        self.duration_classes = latency_classes(dict(t), "LLMModelHighLatency")
+        self.ttft_classes = latency_classes(dict(t), "LLMModelHighTimeToFirstToken")
         self.long_operations = list(a["LLMModelHighLatency"]["excluded_operations"])
         self.agent_failure = float(a["LLMAgentHighFailureRatio"]["ratio"])
         self.rejection = float(a["LLMExporterHighRejectionRatio"]["ratio"])
@@ -636,6 +639,22 @@ class Limits:
 
     def latency(self, p95: float) -> dict[str, Any]:
         return thresholds(("green", None), ("red", p95))
+
+    def class_overrides(self, classes: Sequence[LatencyClass]) -> list[dict[str, Any]]:
+        """The model classes' own p95 thresholds on series named ``<model>`` or ``<model> <suffix>``.
+
+        Grafana applies overrides in order, so the first class (which wins in the alert) comes
+        last; classes that use the default threshold need none."""
+        *named, default = classes
+        return [{"matcher": {"id": "byRegexp", "options": f"/^(?:{'|'.join(cls.patterns)})( .*)?$/"},
+                 "properties": [{"id": "thresholds", "value": self.latency(cls.p95_seconds)}]}
+                for cls in reversed(named) if cls.p95_seconds != default.p95_seconds]
+
+    def classes_text(self, classes: Sequence[LatencyClass]) -> str:
+        """``reasoning models 90s, large models 60s``: for descriptions."""
+        *named, default = classes
+        return ", ".join(f"{cls.name} models {cls.p95_seconds:g}s" for cls in named
+                         if cls.p95_seconds != default.p95_seconds)
 
 
 def latency_quantiles_panel(title: str, description: str, matchers: Sequence[str], lim: Limits) -> dict[str, Any]:
@@ -770,9 +789,12 @@ def overview(lim: Limits) -> dict[str, Any]:
             lat, lim), 12),
         (timeseries("Request duration p95 by model",
                     "95th percentile of end-to-end request duration per model (agent runs and tool calls left "
-                    "out). The dashed line is the p95 threshold of the LLMModelHighLatency alert.",
+                    "out). The dashed lines are the p95 thresholds of the LLMModelHighLatency alert: "
+                    f"{lim.p95_seconds:g}s, and per model class ({lim.classes_text(lim.duration_classes)}; "
+                    "model_classes in prometheus/thresholds.yml).",
                     [Q(quantile(0.95, "llm_request_duration_seconds", lat, ["model"]), "{{model}}")],
-                    "s", by_model=True, thresholds_=lim.latency(lim.p95_seconds), thresholds_style="dashed"), 12),
+                    "s", by_model=True, thresholds_=lim.latency(lim.p95_seconds), thresholds_style="dashed",
+                    overrides=lim.class_overrides(lim.duration_classes)), 12),
     )
     g.row("Customers")
     g.line(
@@ -929,7 +951,10 @@ def models(lim: Limits) -> dict[str, Any]:
                "p50/p95/p99 (agent runs and tool calls left out), time-to-first-token p95 (streamed responses), "
                "spend, cost per 1k tokens (spend x 1000 / input + output tokens) and prompt-cache hit ratio "
                "(cache_read tokens / input tokens). The operation filter applies to requests, errors and "
-               "durations only.",
+               f"durations only. p95 and TTFT p95 turn red at the default thresholds ({lim.p95_seconds:g}s, "
+               f"{lim.ttft_p95_seconds:g}s); models of a class have their own (duration: "
+               f"{lim.classes_text(lim.duration_classes)}; TTFT: {lim.classes_text(lim.ttft_classes)}), drawn on "
+               "the latency panels below.",
                summary, "short",
                columns={"model": "Model", **{f"Value #{chr(65 + i)}": h for i, h in enumerate(headers)}},
                column_units={"Requests": "short", "Error ratio": "percentunit", "p50": "s", "p95": "s",
@@ -946,10 +971,12 @@ def models(lim: Limits) -> dict[str, Any]:
         (timeseries("Request duration p50 / p95 / p99 by model",
                     "End-to-end request duration percentiles per model: p50 dotted, p95 solid, p99 dashed. "
                     "Agent runs and tool calls are left out, as in the LLMModelHighLatency alert, whose p95 "
-                    "threshold is the dashed red line.",
+                    f"thresholds are the dashed red lines ({lim.p95_seconds:g}s; "
+                    f"{lim.classes_text(lim.duration_classes)}).",
                     [Q(quantile(q, "llm_request_duration_seconds", lat, by_model), f"{{{{model}}}} {pct_label(q)}")
                      for q in qs],
-                    "s", by_model=True, overrides=QUANTILE_STYLES, thresholds_=lim.latency(lim.p95_seconds),
+                    "s", by_model=True, overrides=[*QUANTILE_STYLES, *lim.class_overrides(lim.duration_classes)],
+                    thresholds_=lim.latency(lim.p95_seconds),
                     thresholds_style="dashed"), 12),
         (heatmap("Request duration distribution",
                  "How request durations are spread over the histogram buckets, all selected models together "
@@ -962,10 +989,12 @@ def models(lim: Limits) -> dict[str, Any]:
         9,
         (timeseries("Time to first token p50 / p95 by model",
                     "Time until the first token of a streamed response, per model (only events that carry "
-                    "ttft_ms). The dashed red line is the LLMModelHighTimeToFirstToken p95 threshold.",
+                    "ttft_ms). The dashed red lines are the LLMModelHighTimeToFirstToken p95 thresholds "
+                    f"({lim.ttft_p95_seconds:g}s; {lim.classes_text(lim.ttft_classes)}).",
                     [Q(quantile(q, "llm_time_to_first_token_seconds", f, by_model), f"{{{{model}}}} {pct_label(q)}")
                      for q in (0.5, 0.95)],
-                    "s", by_model=True, overrides=QUANTILE_STYLES, thresholds_=lim.latency(lim.ttft_p95_seconds),
+                    "s", by_model=True, overrides=[*QUANTILE_STYLES, *lim.class_overrides(lim.ttft_classes)],
+                    thresholds_=lim.latency(lim.ttft_p95_seconds),
                     thresholds_style="dashed"), 12),
         (timeseries("Time per output token p50 / p95 by model",
                     "Generation speed after the first token: (duration - ttft) / (output tokens - 1), per model. "

@@ -7,6 +7,8 @@ colours panels at the same values, so a panel turns red exactly where the alert 
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,47 @@ ALERT_NAMES = (
     "LLMTenantCostAnomaly",
     "LLMAgentHighFailureRatio",
 )
+
+
+LATENCY_ALERTS = {"LLMModelHighLatency": MAX_DURATION_BUCKET, "LLMModelHighTimeToFirstToken": MAX_TTFT_BUCKET}
+DEFAULT_CLASS = "default"  # the model_class label of models in no class
+_CLASS_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class LatencyClass:
+    """One model class of a latency alert: which models (PromQL matchers) and their p95 limit."""
+
+    name: str
+    matchers: tuple[str, ...]  # on the model label: this class's patterns, minus earlier classes'
+    patterns: tuple[str, ...]  # the class's own patterns (empty for the default class)
+    p95_seconds: float
+
+
+def _alternation(patterns: list[str] | tuple[str, ...]) -> str:
+    """Patterns as one PromQL regex string body (backslashes and quotes escaped)."""
+    return "|".join(patterns).replace("\\", "\\\\").replace('"', '\\"')
+
+
+def latency_classes(cfg: dict[str, Any], alert: str) -> list[LatencyClass]:
+    """The classes of a latency alert, in match order, the default class (models in no class) last.
+
+    A model belongs to the first class that matches it, so each class also excludes the
+    patterns of the classes before it; a class without its own threshold for this alert uses
+    the alert's ``p95_seconds``."""
+    conf = cfg["alerts"][alert]
+    default = float(conf["p95_seconds"])
+    own = conf.get("class_p95_seconds") or {}
+    classes: list[LatencyClass] = []
+    earlier: list[str] = []
+    for name, patterns in (cfg.get("model_classes") or {}).items():
+        matchers = [f'model=~"{_alternation(patterns)}"']
+        if earlier:
+            matchers.append(f'model!~"{_alternation(earlier)}"')
+        classes.append(LatencyClass(name, tuple(matchers), tuple(patterns), float(own.get(name, default))))
+        earlier += patterns
+    rest = (f'model!~"{_alternation(earlier)}"',) if earlier else ()
+    return classes + [LatencyClass(DEFAULT_CLASS, rest, (), default)]
 
 
 def load(path: Path = THRESHOLDS_FILE) -> dict[str, Any]:
@@ -123,6 +166,22 @@ def validate(cfg: Any) -> list[str]:
     if "LLMTenantSilent" in present:
         duration("LLMTenantSilent.silent_for")
         positive("LLMTenantSilent.min_requests_1d")
+    classes = _validate_model_classes(cfg.get("model_classes"), errors)
+    for name, bucket in LATENCY_ALERTS.items():
+        if name not in present:
+            continue
+        own = alerts[name].get("class_p95_seconds") if isinstance(alerts[name], dict) else None
+        if own is None:
+            continue
+        if not isinstance(own, dict):
+            errors.append(f"alerts.{name}.class_p95_seconds: must map a model class to seconds")
+            continue
+        for cls in own:
+            if cls not in classes:
+                errors.append(f"alerts.{name}.class_p95_seconds.{cls}: not a class of model_classes "
+                              f"({', '.join(classes) or 'none defined'})")
+            else:
+                positive(f"{name}.class_p95_seconds.{cls}", bucket, strict_upper=True)
     if "LLMModelHighLatency" in present:
         positive("LLMModelHighLatency.p95_seconds", MAX_DURATION_BUCKET, strict_upper=True)
         ops = get("LLMModelHighLatency.excluded_operations")
@@ -143,3 +202,25 @@ def validate(cfg: Any) -> list[str]:
         positive("LLMAgentHighFailureRatio.ratio", 1)
         positive("LLMAgentHighFailureRatio.min_runs_1h")
     return errors
+
+
+def _validate_model_classes(classes: Any, errors: list[str]) -> list[str]:
+    """Problems of ``model_classes`` go to ``errors``; returns the class names."""
+    if classes is None:
+        return []
+    if not isinstance(classes, dict):
+        errors.append("model_classes: must map a class name to a list of model-name patterns")
+        return []
+    for name, patterns in classes.items():
+        if not isinstance(name, str) or not _CLASS_NAME.match(name) or name == DEFAULT_CLASS:
+            errors.append(f"model_classes.{name}: a class name is lower-case letters, digits and _ "
+                          f"(and not {DEFAULT_CLASS!r}, the label of models in no class)")
+        if not isinstance(patterns, list) or not patterns or not all(isinstance(p, str) and p for p in patterns):
+            errors.append(f"model_classes.{name}: must be a non-empty list of regular expressions")
+            continue
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                errors.append(f"model_classes.{name}: {pattern!r} is not a regular expression: {exc}")
+    return [name for name in classes if isinstance(name, str)]

@@ -20,6 +20,7 @@ import yaml
 import grafana_vars
 from mixin import dashboards as gen
 from mixin import promql
+from mixin import thresholds as thresholds_file
 
 ROOT = Path(__file__).resolve().parents[2]
 GENERATOR = [sys.executable, "-m", "mixin", "dashboards"]
@@ -279,6 +280,32 @@ def test_model_series_have_fixed_colours(name: str) -> None:
             regex = "/^" + re.sub(r"([.])", r"\\\1", model) + "( .*)?$/"
             assert colours.get(regex) == {"fixedColor": gen.MODEL_COLORS[model], "mode": "fixed"}, \
                 f"{panel['title']}: {model} has no fixed colour"
+
+
+def test_latency_panels_draw_each_model_class_threshold() -> None:
+    """A reasoning model's series carries its class's threshold line, a chat model's the default."""
+    cfg = thresholds_file.load()
+    by_uid = {d["uid"]: d for d in DASHBOARDS.values()}
+    panel = next(p for p in data_panels(by_uid["llm-models"]) if p["title"].startswith("Time to first token p50"))
+
+    def threshold_of(series: str) -> float:
+        steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        for override in panel["fieldConfig"]["overrides"]:  # in order: the last match wins, as in Grafana
+            if re.match(override["matcher"]["options"].strip("/"), series):
+                for prop in override["properties"]:
+                    if prop["id"] == "thresholds":
+                        steps = prop["value"]["steps"]
+        return steps[-1]["value"]
+
+    ttft = cfg["alerts"]["LLMModelHighTimeToFirstToken"]
+    assert threshold_of("o3 p95") == threshold_of("o4-mini p50") == ttft["class_p95_seconds"]["reasoning"]
+    assert threshold_of("gpt-4o p95") == threshold_of("claude-opus-4 p95") == ttft["p95_seconds"]
+    duration = next(p for p in data_panels(by_uid["llm-overview"]) if p["title"] == "Request duration p95 by model")
+    panel = duration
+    lat = cfg["alerts"]["LLMModelHighLatency"]
+    assert threshold_of("o3") == lat["class_p95_seconds"]["reasoning"]
+    assert threshold_of("claude-opus-4") == lat["class_p95_seconds"]["large"]
+    assert threshold_of("gpt-4o") == lat["p95_seconds"]
 
 
 def test_model_colour_regexes_match_only_their_model() -> None:

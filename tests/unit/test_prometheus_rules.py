@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from mixin import rules as gen
+from mixin.thresholds import latency_classes
 from mixin.thresholds import validate as validate_thresholds
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -219,6 +220,10 @@ def test_generator_check_detects_stale_file(tmp_path: Path) -> None:
         (("LLMExporterDown", "for"), "five minutes", "not a Prometheus duration"),
         (("LLMAgentHighFailureRatio", "ratio"), 0, "must be a number > 0"),
         (("LLMModelHighErrorRatio", "warning", "for"), "1m", "warning.for must not be shorter than critical.for"),
+        (("LLMModelHighTimeToFirstToken", "class_p95_seconds", "reasoning"), 10, "must be < 10"),
+        (("LLMModelHighLatency", "class_p95_seconds", "chatty"), 40, "chatty: not a class of model_classes"),
+        (("LLMModelHighLatency", "class_p95_seconds"), [90], "must map a model class to seconds"),
+        (("LLMExporterDown", "for"), "1.5h", "not a Prometheus duration"),
     ],
 )
 def test_generator_rejects_bad_thresholds(path: tuple[str, ...], value: Any, message: str) -> None:
@@ -229,6 +234,48 @@ def test_generator_rejects_bad_thresholds(path: tuple[str, ...], value: Any, mes
     node[path[-1]] = value
     errors = validate_thresholds(cfg)
     assert any(message in e for e in errors), errors
+
+
+@pytest.mark.parametrize(
+    ("classes", "message"),
+    [
+        ({"reasoning": ["o3("]}, "is not a regular expression"),
+        ({"reasoning": []}, "must be a non-empty list"),
+        ({"Reasoning": ["o3"]}, "a class name is lower-case"),
+        ({"default": ["o3"]}, "a class name is lower-case"),
+    ],
+)
+def test_generator_rejects_bad_model_classes(classes: dict[str, Any], message: str) -> None:
+    cfg = yaml.safe_load((PROM / "thresholds.yml").read_text(encoding="utf-8"))
+    cfg["model_classes"] = classes
+    for alert in ("LLMModelHighLatency", "LLMModelHighTimeToFirstToken"):
+        cfg["alerts"][alert].pop("class_p95_seconds")
+    errors = validate_thresholds(cfg)
+    assert any(message in e for e in errors), errors
+
+
+def test_a_model_belongs_to_its_first_class_only() -> None:
+    """A model matching two classes gets the first class's threshold (and alert label) only."""
+    cfg = yaml.safe_load((PROM / "thresholds.yml").read_text(encoding="utf-8"))
+    classes = latency_classes(cfg, "LLMModelHighLatency")
+    assert [c.name for c in classes] == [*cfg["model_classes"], "default"]
+
+    def classes_of(model: str) -> list[str]:
+        out = []
+        for cls in classes:
+            ok = True
+            for matcher in cls.matchers:
+                negate, pattern = matcher.startswith("model!~"), matcher.split('"', 1)[1][:-1].replace("\\\\", "\\")
+                ok &= bool(re.fullmatch(pattern, model)) != negate
+            if ok:
+                out.append(cls.name)
+        return out
+
+    assert classes_of("o3") == ["reasoning"] and classes_of("o4-mini-2025-04-16") == ["reasoning"]
+    assert classes_of("claude-opus-4-5") == ["large"] and classes_of("gpt-4o") == ["default"]
+    cfg["model_classes"]["large"].append("o3")  # o3 now matches both: reasoning comes first
+    classes = latency_classes(cfg, "LLMModelHighLatency")
+    assert classes_of("o3") == ["reasoning"]
 
 
 def test_generator_rejects_unknown_and_missing_alerts() -> None:

@@ -143,9 +143,15 @@ OPTIONS: tuple[Option, ...] = (
            "SQLite synchronous mode in WAL: normal survives a process crash, full also survives power loss."),
     Option("ingest.max-age", parse_duration, 24 * 3600.0, "Reject events older than this (load past events with `import`).", "DURATION"),
     Option("ingest.max-future", parse_duration, 300.0, "Reject events further in the future than this.", "DURATION"),
-    Option("dedupe.max-entries", _positive_int, 1_000_000, "Most (tenant, id) pairs remembered for idempotency.", "N"),
+    Option("dedupe.max-entries", _positive_int, 1_000_000,
+           "Most (tenant, id) pairs remembered for idempotency, all tenants together; past it the largest "
+           "tenant window forgets its oldest ids.", "N"),
+    Option("dedupe.max-entries-per-tenant", _positive_int, 500_000,
+           "Most ids remembered per tenant (tenants.<name>.dedupe_max_entries overrides it): a tenant "
+           "flooding new ids forgets its own oldest, never another tenant's.", "N"),
     Option("dedupe.max-age", parse_duration, 25 * 3600.0,
-           "How long an id is remembered; keep it >= ingest.max-age so every acceptable retry is caught.", "DURATION"),
+           "How long an id is remembered (tenants.<name>.dedupe_max_age overrides it); keep it >= "
+           "ingest.max-age so every acceptable retry is caught.", "DURATION"),
     Option("limits.max-tenants", _positive_int, 100, "Distinct tenants kept when auth is off (rest become __other__).", "N"),
     Option("limits.max-customers-per-tenant", _positive_int, 1000, "Distinct customers per tenant (rest become __other__).", "N"),
     Option("limits.max-combinations-per-tenant", _positive_int, 10_000,
@@ -175,6 +181,8 @@ class TenantConfig:
     tokens: tuple[str, ...] = ()
     budget_usd_per_day: float | None = None
     rate_limit_events_per_second: float | None = None
+    dedupe_max_entries: int | None = None  # None: dedupe.max-entries-per-tenant
+    dedupe_max_age: float | None = None  # None: dedupe.max-age
 
 
 @dataclass(frozen=True)
@@ -189,6 +197,7 @@ class Config:
     ingest_max_age: float = 24 * 3600.0
     ingest_max_future: float = 300.0
     dedupe_max_entries: int = 1_000_000
+    dedupe_max_entries_per_tenant: int = 500_000
     dedupe_max_age: float = 25 * 3600.0
     limits_max_tenants: int = 100
     limits_max_customers_per_tenant: int = 1000
@@ -275,7 +284,8 @@ def _parse_tenants(raw: Any, environ: Mapping[str, str], problems: list[str]) ->
         if not isinstance(spec, Mapping):
             problems.append(f"tenants.{name}: must be a mapping")
             continue
-        unknown = set(spec) - {"token_file", "token_env", "token", "budget_usd_per_day", "rate_limit_events_per_second"}
+        unknown = set(spec) - {"token_file", "token_env", "token", "budget_usd_per_day", "rate_limit_events_per_second",
+                               "dedupe_max_entries", "dedupe_max_age"}
         if unknown:
             problems.append(f"tenants.{name}: unknown keys {sorted(unknown)}")
         budget = spec.get("budget_usd_per_day")
@@ -292,8 +302,15 @@ def _parse_tenants(raw: Any, environ: Mapping[str, str], problems: list[str]) ->
             except (TypeError, ValueError) as exc:
                 problems.append(f"tenants.{name}.rate_limit_events_per_second: {exc}")
                 rate = None
+        window: dict[str, Any] = {}
+        for key, parse in (("dedupe_max_entries", _positive_int), ("dedupe_max_age", parse_duration)):
+            if spec.get(key) is not None:
+                try:
+                    window[key] = parse(spec[key])
+                except (TypeError, ValueError) as exc:
+                    problems.append(f"tenants.{name}.{key}: {exc}")
         tokens = _read_token_source(str(name), spec, environ, problems)
-        tenants[str(name)] = TenantConfig(str(name), tokens, budget, rate)
+        tenants[str(name)] = TenantConfig(str(name), tokens, budget, rate, **window)
     return tenants
 
 
@@ -346,6 +363,10 @@ def load_config(
             problems.append(f"{where}: {exc}")
     if not problems and values["dedupe_max_age"] < values["ingest_max_age"]:
         problems.append("dedupe.max-age must be >= ingest.max-age, or retries of old events could count twice")
+    for tenant in tenants.values():
+        if not problems and tenant.dedupe_max_age is not None and tenant.dedupe_max_age < values["ingest_max_age"]:
+            problems.append(f"tenants.{tenant.name}.dedupe_max_age must be >= ingest.max-age, or retries of old "
+                            "events could count twice")
     if problems:
         raise ConfigError(problems)
     return Config(tenants=tenants, **values)

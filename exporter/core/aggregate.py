@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from functools import partial
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Generator, Iterable, Iterator, Sequence
@@ -135,42 +135,103 @@ class LabelCaps:
 
 
 class DedupeWindow:
-    """Remembers accepted (tenant, id) keys, oldest first, bounded in count and age.
+    """One tenant's remembered ids (key → time accepted), oldest first, with its own size and age."""
 
-    Past the window an id is forgotten: a retry older than ``max_age`` is refused anyway as too
-    old (max_age >= ingest.max-age is enforced by the config), but one evicted for *size* would be
-    counted again, which ``llm_exporter_dedupe_evictions_total{reason="size"}`` makes visible.
-    """
+    __slots__ = ("name", "max_entries", "max_age", "seen")
 
-    def __init__(self, max_entries: int, max_age: float) -> None:
-        self.max_entries = max_entries
-        self.max_age = max_age
+    def __init__(self, name: str, max_entries: int, max_age: float) -> None:
+        self.name, self.max_entries, self.max_age = name, max_entries, max_age
         self.seen: dict[str, float] = {}
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.seen
 
     def __len__(self) -> int:
         return len(self.seen)
 
-    def plan_evictions(self, now: float, new_keys: dict[str, float]) -> tuple[list[str], list[tuple[str, float]], int]:
-        """Which remembered keys to forget and which new keys to keep so the window stays within its
-        bounds; also how many were dropped for size (rather than age)."""
-        cutoff = now - self.max_age
-        expired = []
-        for key, seen_at in self.seen.items():
-            if seen_at >= cutoff:
-                break
-            expired.append(key)
-        over = max(len(self.seen) - len(expired) + len(new_keys) - self.max_entries, 0)
-        by_size = list(islice(islice(self.seen, len(expired), None), over))
-        added = list(new_keys.items())[over - len(by_size):]  # a batch larger than the window keeps its newest
-        return expired + by_size, added, over
 
-    def apply(self, added: Iterable[tuple[str, float]], evicted: Iterable[str]) -> None:
-        for key in evicted:
-            self.seen.pop(key, None)
-        self.seen.update(added)
+class DedupeWindows:
+    """Accepted (tenant, id) keys remembered for idempotency, in one window per tenant, so a tenant
+    flooding new ids evicts its own oldest ids and never another tenant's.
+
+    Each window keeps at most its tenant's ``dedupe_max_entries`` for its ``dedupe_max_age`` (the
+    config's per-tenant settings, else the ``dedupe.*`` defaults). Past the window an id is
+    forgotten: one forgotten for *age* would be refused anyway as too old (max-age >= ingest.max-age
+    is enforced), one evicted for *size* would be counted again if retried, which
+    ``llm_exporter_dedupe_evictions_total{tenant,reason="size"}`` shows. Memory is bounded twice: at
+    most ``limits.max-tenants`` windows (later tenants share the ``__other__`` window), and at most
+    ``dedupe.max-entries`` keys in all: past it, the *largest* window gives up its oldest ids, so a
+    flood still only costs the flooder. The persisted form is unchanged (``tenant\x00id`` keys):
+    windows are rebuilt from the keys on load.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.max_total = config.dedupe_max_entries
+        self.max_windows = config.limits_max_tenants if not (config.auth_required and config.tenants) \
+            else len(config.tenants)
+        self.default = (config.dedupe_max_entries_per_tenant, config.dedupe_max_age)
+        self.settings = {name: (t.dedupe_max_entries or self.default[0], t.dedupe_max_age or self.default[1])
+                         for name, t in config.tenants.items()}
+        self.windows: dict[str, DedupeWindow] = {}
+        self.seen_of: dict[str, dict[str, float]] = {}  # tenant → its window's keys, for the hot loop
+        self.overflow = DedupeWindow(OTHER, *self.default)
+        self.total = 0
+
+    def window_of(self, tenant: str) -> DedupeWindow:
+        window = self.windows.get(tenant)
+        if window is None:
+            if len(self.windows) >= self.max_windows and tenant not in self.settings:
+                return self.overflow
+            window = self.windows[tenant] = DedupeWindow(tenant, *self.settings.get(tenant, self.default))
+            self.seen_of[tenant] = window.seen
+        return window
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.seen_of.get(key.partition("\x00")[0], self.overflow.seen)
+
+    def __len__(self) -> int:
+        return self.total
+
+    def load(self, keys: Iterable[tuple[str, float]]) -> None:
+        """Keys from the snapshot, oldest first."""
+        for key, seen_at in keys:
+            self.window_of(key.partition("\x00")[0]).seen[key] = seen_at
+        self.total = len(self.overflow) + sum(map(len, self.windows.values()))
+
+    def add(self, now: float, new_keys: dict[str, float]) -> tuple[list[tuple[str, float]], list[str], Counter[tuple[str, str]]]:
+        """Remember ``new_keys`` and forget what the bounds require: (keys kept, keys forgotten,
+        forgotten or never kept per (window, reason)). A batch larger than its window keeps its newest."""
+        by_window: dict[int, tuple[DedupeWindow, list[tuple[str, float]]]] = {}
+        for item in new_keys.items():
+            window = self.window_of(item[0].partition("\x00")[0])
+            by_window.setdefault(id(window), (window, []))[1].append(item)
+        added: list[tuple[str, float]] = []
+        evicted: list[str] = []
+        counts: Counter[tuple[str, str]] = Counter()
+        for window, items in by_window.values():
+            cutoff, seen = now - window.max_age, window.seen
+            expired = []
+            for key, seen_at in seen.items():
+                if seen_at >= cutoff:
+                    break
+                expired.append(key)
+            over = max(len(seen) - len(expired) + len(items) - window.max_entries, 0)
+            by_size = list(islice(islice(seen, len(expired), None), over))
+            kept = items[over - len(by_size):]
+            for key in expired + by_size:
+                del seen[key]
+            seen.update(kept)
+            added += kept
+            evicted += expired + by_size
+            self.total += len(kept) - len(expired) - len(by_size)
+            counts[(window.name, "age")] += len(expired)
+            counts[(window.name, "size")] += over
+        while self.total > self.max_total:  # the shared budget: the largest window pays
+            largest = max((*self.windows.values(), self.overflow), key=len)
+            drop = list(islice(largest.seen, self.total - self.max_total))
+            for key in drop:
+                del largest.seen[key]
+            evicted += drop
+            self.total -= len(drop)
+            counts[(largest.name, "size")] += len(drop)
+        return added, evicted, counts
 
 
 def _merge(kind: str, old: Any, delta: Any) -> Any:
@@ -232,7 +293,7 @@ class Aggregator:
         self.telemetry = telemetry
         self.limits = Limits(config.ingest_max_age, config.ingest_max_future, config.limits_max_label_length)
         self.caps = LabelCaps(config, prices)
-        self.dedupe = DedupeWindow(config.dedupe_max_entries, config.dedupe_max_age)
+        self.dedupe = DedupeWindows(config)
         self.series: dict[str, dict[tuple[str, ...], Any]] = {spec.name: {} for spec in m.USAGE_METRICS}
         self.customers: dict[tuple[str, str], list[Any]] = {}
         self.recent_errors: dict[str, deque[dict[str, Any]]] = {}
@@ -263,7 +324,7 @@ class Aggregator:
         self.daily.update(snapshot.daily)
         self.meta = snapshot.meta
         self.sources = set(snapshot.meta.get("sources", ()))
-        self.dedupe.seen.update(snapshot.dedupe)
+        self.dedupe.load(snapshot.dedupe)
         for record in snapshot.log:
             self._apply(record, replay=True)
         for tenant, customer in self.customers:
@@ -301,8 +362,7 @@ class Aggregator:
             daily[key3] = delta if old is None else [a + b for a, b in zip(old, delta)]
             self._dirty_daily.add(key3)
         if replay:
-            evicted, added, _ = self.dedupe.plan_evictions(record["t"], dict(record["k"]))
-            self.dedupe.apply(added, evicted)
+            added, evicted, _ = self.dedupe.add(record["t"], dict(record["k"]))
             self._dedupe_added.extend(added)
             self._dedupe_removed.extend(evicted)
 
@@ -397,7 +457,8 @@ class Aggregator:
 
     def _accumulate(self, events: Iterable[tuple[int, Event | None]], result: IngestResult, source: str,
                     now: float) -> Generator[None, None, IngestResult]:
-        prices, dedupe_seen, label_cache = self.prices, self.dedupe.seen, self._labels
+        prices, label_cache = self.prices, self._labels
+        seen_of, other_seen = self.dedupe.seen_of, self.dedupe.overflow.seen  # per-tenant windows
         groups: dict[tuple[Any, ...], list[Any]] = {}
         observations: dict[tuple[str, str, str, str], tuple[list[float], ...]] = {}
         new_keys: dict[str, float] = {}
@@ -414,7 +475,7 @@ class Aggregator:
             if event is None:
                 continue
             key = f"{event.tenant}\x00{event.id}"
-            if key in dedupe_seen or key in new_keys:
+            if key in seen_of.get(event.tenant, other_seen) or key in new_keys:
                 result.duplicates += 1
                 continue
             new_keys[key] = now
@@ -501,11 +562,10 @@ class Aggregator:
                 self.telemetry.store_up.set(0)
                 raise
             self._apply(record)
-            evicted, added, by_size = self.dedupe.plan_evictions(now, new_keys)
-            self.dedupe.apply(added, evicted)
+            added, evicted, forgotten = self.dedupe.add(now, new_keys)
             self._dedupe_added.extend(added)
             self._dedupe_removed.extend(evicted)
-            self._count_dedupe(len(new_keys), added, evicted, by_size)
+            self._count_dedupe(forgotten)
             if time.monotonic() - self._last_checkpoint >= self.checkpoint_every:
                 self._checkpoint_quietly()
         self._count(result, source, overflow, unpriced, new_errors)
@@ -578,13 +638,11 @@ class Aggregator:
                 "s": [(metric, key, value) for metric, series in deltas.items() for key, value in series.items()],
                 "c": [(tenant, customer, row) for (tenant, customer), row in customers.items()]}
 
-    def _count_dedupe(self, new: int, added: list[tuple[str, float]], evicted: list[str], by_size: int) -> None:
+    def _count_dedupe(self, forgotten: Counter[tuple[str, str]]) -> None:
         self.telemetry.dedupe_entries.set(len(self.dedupe))
-        if by_size:
-            self.telemetry.dedupe_evictions.labels("size").inc(by_size)
-        by_age = len(evicted) + new - len(added) - by_size
-        if by_age:
-            self.telemetry.dedupe_evictions.labels("age").inc(by_age)
+        for (window, reason), count in forgotten.items():
+            if count:
+                self.telemetry.dedupe_evictions.labels(window, reason).inc(count)
 
     def _count(self, result: IngestResult, source: str, overflow: list[str], unpriced: list[str],
                new_errors: list[tuple[str, dict[str, Any]]]) -> None:

@@ -85,8 +85,9 @@ IN_FLIGHT = MetricSpec("llm_exporter_http_requests_in_flight", "gauge", (), "HTT
 BUILD_INFO = MetricSpec("llm_exporter_build_info", "gauge", ("version", "python_version"), "Always 1; build facts.")
 DEDUPE_ENTRIES = MetricSpec("llm_exporter_dedupe_window_entries", "gauge", (),
                             "(tenant, id) pairs remembered for idempotency.")
-DEDUPE_EVICTIONS = MetricSpec("llm_exporter_dedupe_evictions", "counter", ("reason",),
-                              "Ids forgotten by the dedupe window: reason=age (normal) or size (window too small: "
+DEDUPE_EVICTIONS = MetricSpec("llm_exporter_dedupe_evictions", "counter", ("tenant", "reason"),
+                              "Ids forgotten by a tenant's dedupe window (tenant capped like other labels; "
+                              "__other__ is the shared window): reason=age (normal) or size (window too small: "
                               "a retry of an evicted id would count twice).")
 STORE_UP = MetricSpec("llm_exporter_store_up", "gauge", (), "1 when the last state-store write succeeded.")
 

@@ -39,7 +39,5 @@ class Telemetry:
         self.dedupe_entries = gauge(m.DEDUPE_ENTRIES)
         self.dedupe_evictions = counter(m.DEDUPE_EVICTIONS)
         self.store_up = gauge(m.STORE_UP)
-        for reason in ("age", "size"):
-            self.dedupe_evictions.labels(reason)
         for label in ("tenant", "customer", "model", "provider", "series"):
             self.overflow.labels(label)

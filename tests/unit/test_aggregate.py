@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from exporter.config import ConfigError
 from exporter.core.aggregate import OTHER
 from exporter.core.store import StoreUnavailable
 from helpers import ev, make_exporter, sample
@@ -131,14 +132,14 @@ def test_dedupe_window_evicts_by_size_and_age():
     now = time.time()
     ex.aggregator.ingest([ev(id=f"i{i}") for i in range(5)], "api", now=now)
     assert len(ex.aggregator.dedupe) == 3
-    assert sample(ex, "llm_exporter_dedupe_evictions_total", reason="size") == 2
+    assert sample(ex, "llm_exporter_dedupe_evictions_total", tenant="acme", reason="size") == 2
     assert sample(ex, "llm_exporter_dedupe_window_entries") == 3
     ex = make_exporter(dedupe_max_age="25h")
     then = now - 30 * 3600
     assert ex.aggregator.ingest([ev(id="old", timestamp=then - 60)], "api", now=then).accepted == 1
     ex.aggregator.ingest([ev(id="new")], "api", now=now)
     assert "acme\x00old" not in ex.aggregator.dedupe
-    assert sample(ex, "llm_exporter_dedupe_evictions_total", reason="age") == 1
+    assert sample(ex, "llm_exporter_dedupe_evictions_total", tenant="acme", reason="age") == 1
 
 
 def test_store_failure_counts_nothing_then_recovers(tmp_path):
@@ -193,3 +194,47 @@ def test_combinations_per_tenant_are_capped_too(tmp_path):
     ex2 = make_exporter(tmp_path, limits_max_combinations_per_tenant=3)  # the cap survives a restart
     ex2.aggregator.ingest([ev(customer="c9", model="gpt-4o")], "api")
     assert ("acme", "c9") not in {k[:2] for k in ex2.aggregator.series["llm_requests"]}
+
+
+def test_a_tenant_flooding_its_window_never_evicts_another_tenants_ids(tmp_path):
+    """B floods 20x past its window (and past the all-tenant total); A's old id stays a duplicate,
+    also after a restart on the same state file (windows are rebuilt per tenant from the keys)."""
+    settings = dict(dedupe_max_entries=600, dedupe_max_entries_per_tenant=500, web_max_batch_events=10_000)
+    ex = make_exporter(tmp_path, **settings)
+    now = time.time()
+    assert ex.aggregator.ingest([ev(id="a-old", tenant="a")], "api", now=now).accepted == 1
+    for round_ in range(20):
+        ex.aggregator.ingest([ev(id=f"b{round_}-{i}", tenant="b") for i in range(500)], "api", now=now)
+    assert ex.aggregator.ingest([ev(id="a-old", tenant="a")], "api", now=now).duplicates == 1
+    assert sample(ex, "llm_exporter_dedupe_evictions_total", tenant="b", reason="size") == 19 * 500
+    assert sample(ex, "llm_exporter_dedupe_evictions_total", tenant="a", reason="size") is None
+    assert ex.aggregator.ingest([ev(id="b0-0", tenant="b")], "api", now=now).accepted == 1, "B forgot its own"
+    ex.aggregator.checkpoint()
+    ex.store.close()
+    ex2 = make_exporter(tmp_path, **settings)
+    assert ex2.aggregator.ingest([ev(id="a-old", tenant="a")], "api", now=now).duplicates == 1
+    assert ex2.aggregator.ingest([ev(id="b19-499", tenant="b")], "api", now=now).duplicates == 1
+    assert len(ex2.aggregator.dedupe) <= 600
+
+
+def test_the_all_tenant_total_is_paid_by_the_largest_window():
+    ex = make_exporter(dedupe_max_entries=100, dedupe_max_entries_per_tenant=1000)
+    now = time.time()
+    ex.aggregator.ingest([ev(id=f"a{i}", tenant="a") for i in range(30)], "api", now=now)
+    ex.aggregator.ingest([ev(id=f"b{i}", tenant="b") for i in range(200)], "api", now=now)
+    assert len(ex.aggregator.dedupe) == 100
+    assert all(f"a\x00a{i}" in ex.aggregator.dedupe for i in range(30))
+    assert sample(ex, "llm_exporter_dedupe_evictions_total", tenant="b", reason="size") == 130
+
+
+def test_per_tenant_window_settings_come_from_the_tenants_section():
+    ex = make_exporter(dedupe_max_age="25h", yaml={"tenants": {"a": {"dedupe_max_entries": 2, "dedupe_max_age": "30h"},
+                                                                 "b": {}}})
+    now = time.time()
+    ex.aggregator.ingest([ev(id=f"x{i}", tenant="a") for i in range(5)], "api", now=now)
+    ex.aggregator.ingest([ev(id=f"x{i}", tenant="b") for i in range(5)], "api", now=now)
+    assert sample(ex, "llm_exporter_dedupe_evictions_total", tenant="a", reason="size") == 3
+    assert sample(ex, "llm_exporter_dedupe_evictions_total", tenant="b", reason="size") is None
+    assert ex.aggregator.dedupe.window_of("a").max_age == 30 * 3600
+    with pytest.raises(ConfigError, match="tenants.a.dedupe_max_age must be >= ingest.max-age"):
+        make_exporter(yaml={"tenants": {"a": {"dedupe_max_age": "1h"}}})

@@ -167,7 +167,9 @@ class DedupeWindows:
         self.max_windows = config.limits_max_tenants if not (config.auth_required and config.tenants) \
             else len(config.tenants)
         self.default = (config.dedupe_max_entries_per_tenant, config.dedupe_max_age)
-        self.settings = {name: (t.dedupe_max_entries or self.default[0], t.dedupe_max_age or self.default[1])
+        # Never shorter than the ingest window (the config enforces it; backfill/import widen that window).
+        self.settings = {name: (t.dedupe_max_entries or self.default[0],
+                                max(t.dedupe_max_age or self.default[1], config.ingest_max_age))
                          for name, t in config.tenants.items()}
         self.windows: dict[str, DedupeWindow] = {}
         self.seen_of: dict[str, dict[str, float]] = {}  # tenant → its window's keys, for the hot loop

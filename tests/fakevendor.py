@@ -10,7 +10,8 @@ agent's tool call, then its answer).
 
 Routes: ``POST /v1/chat/completions`` (OpenAI Chat Completions, streams with
 ``stream_options.include_usage``), ``POST /v1/responses`` (OpenAI Responses), ``POST /v1/embeddings``,
-``POST /v1/messages`` (Anthropic Messages). Every request body is kept in ``requests``.
+``POST /v1/messages`` (Anthropic Messages), ``POST /v1beta/models/<model>:generateContent`` (Gemini).
+Every request body is kept in ``requests``.
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ class FakeVendor:
             "/v1/responses": fixture("openai_responses.json"),
             "/v1/embeddings": fixture("openai_embeddings.json"),
             "/v1/messages": fixture("anthropic_message.json"),
+            ":generateContent": fixture("gemini_generate_content.json"),
         }
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self._lock = threading.Lock()
@@ -125,7 +127,8 @@ class FakeVendor:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))) or b"{}")
                 vendor.requests.append((self.path, body))
-                doc = vendor.next_document(self.path.split("?", 1)[0])
+                path = self.path.split("?", 1)[0]
+                doc = vendor.next_document(":generateContent" if path.endswith(":generateContent") else path)
                 if doc is None:
                     self._json(404, {"error": {"type": "not_found_error", "message": self.path}})
                 elif not body.get("stream"):

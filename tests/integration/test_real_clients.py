@@ -1,4 +1,4 @@
-"""Software no one here wrote, end to end: the official ``openai`` and ``anthropic`` SDKs talk to a fake
+"""Software no one here wrote, end to end: the official ``openai``, ``anthropic`` and ``google-genai`` SDKs talk to a fake
 vendor on loopback (tests/fakevendor.py, the vendors' documented bodies and event streams), and their
 usage reaches the real exporter process two ways:
 
@@ -28,6 +28,8 @@ import httpx
 import openai
 import pytest
 from genai_prices import extract_usage
+from google import genai
+from google.genai import types as genai_types
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -55,7 +57,7 @@ GENAI_PRICES_KEYS = {"input_tokens": "input_tokens", "output_tokens": "output_to
                      "cache_write_1h_tokens": "cache_write_1h_tokens", "reasoning_tokens": "output_reasoning_tokens",
                      "audio_input_tokens": "input_audio_tokens", "audio_output_tokens": "output_audio_tokens"}
 CHAT_MODEL, RESPONSES_MODEL, EMBEDDING_MODEL = "o3-2025-04-16", "o4-mini-2025-04-16", "text-embedding-3-small"
-CLAUDE = "claude-sonnet-4-20250514"
+CLAUDE, GEMINI = "claude-sonnet-4-20250514", "gemini-2.5-pro"
 
 
 def tokens(**counts: int) -> dict[str, int]:
@@ -68,6 +70,8 @@ TOOL_CALL = tokens(input_tokens=1500, output_tokens=120, cache_read_tokens=1024,
 RESPONSES = tokens(input_tokens=5210, output_tokens=1200, cache_read_tokens=4096, cache_write_tokens=512,
                    reasoning_tokens=896)
 EMBEDDING = tokens(input_tokens=8)
+GEMINI_USAGE = tokens(input_tokens=5120, output_tokens=850, cache_read_tokens=4000, reasoning_tokens=650,
+                      audio_input_tokens=800)
 MESSAGE = tokens(input_tokens=1679, output_tokens=393, cache_read_tokens=1470, cache_write_tokens=188,
                  cache_write_1h_tokens=88, reasoning_tokens=120)
 
@@ -107,7 +111,8 @@ def expected_counters(rows: list[dict[str, int]]) -> dict[str, float]:
 def truth(path: str, document: dict[str, Any]) -> dict[str, int]:
     """genai-prices' own extractor on the body the fake vendor sent: the independent ground truth."""
     provider, flavor = {"/v1/chat/completions": ("openai", "chat"), "/v1/responses": ("openai", "responses"),
-                        "/v1/embeddings": ("openai", "embeddings"), "/v1/messages": ("anthropic", "default")}[path]
+                        "/v1/embeddings": ("openai", "embeddings"), "/v1/messages": ("anthropic", "default"),
+                        ":generateContent": ("google", "default")}[path]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         usage = extract_usage(document, provider_id=provider, api_flavor=flavor).usage
@@ -133,12 +138,16 @@ def test_sdk_helpers_record_what_the_vendor_reported(vendor, exporter):
                                **record)
         with claude.messages.stream(model=CLAUDE, max_tokens=512, messages=messages) as stream:
             usage.record_anthropic(stream.get_final_message().model_dump(), **record)
+        gemini = genai.Client(api_key="test", http_options=genai_types.HttpOptions(base_url=vendor.url))
+        usage.record_response("gemini", gemini.models.generate_content(model=GEMINI, contents="Capital?").model_dump(),
+                              **record)
         assert usage.flush(timeout=30)
-        assert (usage.accepted, usage.rejected) == (7, 0)
-    sent = [truth(path, vendor.documents[path]) for path, _body in vendor.requests]
-    assert [path for path, _ in vendor.requests] == ["/v1/chat/completions"] * 2 + ["/v1/responses"] * 2 + [
-        "/v1/embeddings"] + ["/v1/messages"] * 2
-    assert sent == [CHAT, CHAT, RESPONSES, RESPONSES, EMBEDDING, MESSAGE, MESSAGE]  # hand and genai-prices agree
+        assert (usage.accepted, usage.rejected) == (8, 0)
+    paths = [":generateContent" if path.endswith(":generateContent") else path for path, _ in vendor.requests]
+    assert paths == ["/v1/chat/completions"] * 2 + ["/v1/responses"] * 2 + ["/v1/embeddings"] + [
+        "/v1/messages"] * 2 + [":generateContent"]
+    sent = [truth(path, vendor.documents[path]) for path in paths]
+    assert sent == [CHAT, CHAT, RESPONSES, RESPONSES, EMBEDDING, MESSAGE, MESSAGE, GEMINI_USAGE]  # hand = genai-prices
     assert counted(exporter, "sdk-helpers") == expected_counters(sent)
 
 

@@ -16,7 +16,7 @@ from typing import Sequence
 from . import __version__
 from .config import OPTIONS, Config, ConfigError, load_config, read_yaml_file
 from .core import sources
-from .core.pricing import PriceTable, PricingError, load_price_table
+from .core.pricing import PriceBook, PricingError, load_price_book
 
 
 def _add_option_flags(parser: argparse.ArgumentParser) -> None:
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def backfill_command(args: argparse.Namespace, config: Config, prices: PriceTable) -> int:
+def backfill_command(args: argparse.Namespace, config: Config, prices: PriceBook) -> int:
     import dataclasses
     import json
     from pathlib import Path
@@ -134,7 +134,7 @@ def backfill_command(args: argparse.Namespace, config: Config, prices: PriceTabl
     return 0
 
 
-def import_command(args: argparse.Namespace, config: Config, prices: PriceTable) -> int:
+def import_command(args: argparse.Namespace, config: Config, prices: PriceBook) -> int:
     import dataclasses
     import json
     from pathlib import Path
@@ -239,7 +239,7 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str] | None = 
     return load_config(flags, environ, yaml_data)
 
 
-def serve(config: Config, prices: PriceTable) -> int:
+def serve(config: Config, prices: PriceBook) -> int:
     import uvicorn
 
     from .server.app import create_app
@@ -267,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return loadgen_command(args)
     try:
         config = config_from_args(args)
-        prices = load_price_table(config.pricing_file)
+        prices = load_price_book(config.pricing_file)
     except (ConfigError, PricingError) as exc:
         print(f"llm-usage-exporter: {exc}", file=sys.stderr)
         return 2

@@ -13,7 +13,7 @@ from harness import ExporterProcess, PrometheusProcess, rule_files, wait_until
 
 # A model missing from the price table. The simulator only uses priced models, so the fixture
 # sends one event for it (tenant acme): the unpriced-model panel and the metric of the
-# LLMUnpricedModel alert then have data. Its name sorts after claude-sonnet-4, acme's first model,
+# LLMUnpricedModel alert then have data. Its name sorts after claude-sonnet-4-5, acme's first model,
 # so it is never the "first" model a test picks from a label_values() answer.
 UNPRICED_MODEL = "inhouse-finetune-v1"
 

@@ -19,8 +19,8 @@ from typing import Any, Generator, Iterable, Iterator, Sequence
 
 from . import metrics as m
 from ..config import Config
-from .events import SERVICE_TIERS, Event, FieldError, Limits, convert_batch, validate_event
-from .pricing import ModelPrice, PriceTable
+from .events import Event, FieldError, Limits, convert_batch, validate_event
+from .pricing import PriceBook, Schedule, usd
 from .store import Checkpoint, StateStore, StoreUnavailable
 from .telemetry import Telemetry
 
@@ -33,7 +33,7 @@ KNOWN_PROVIDERS = frozenset({
     UNKNOWN_PROVIDER,
 })
 
-# Customer rows in the read API: events, input_tokens, output_tokens, cost_micros, errors, latest_timestamp.
+# Customer rows in the read API: events, input_tokens, output_tokens, cost (atto-USD), errors, latest_timestamp.
 _EVENTS, _INPUT, _OUTPUT, _COST, _ERRORS, _LATEST = range(6)
 # Daily rollup rows (per tenant, UTC day, customer) use the first five slots of a customer row.
 DAY = 86400
@@ -62,7 +62,7 @@ class LabelCaps:
     """Folds label values past their cap into ``__other__``: memory and series stay bounded whatever
     clients send. First come, first kept; the kept sets are rebuilt from the store on restart."""
 
-    def __init__(self, config: Config, prices: PriceTable) -> None:
+    def __init__(self, config: Config, prices: PriceBook) -> None:
         self.fixed_tenants = frozenset(config.tenants) if config.auth_required and config.tenants else None
         self.max_tenants = config.limits_max_tenants
         self.max_customers = config.limits_max_customers_per_tenant
@@ -267,7 +267,7 @@ def _rejection_reason(errors: list[FieldError]) -> str:
 
 # Per-group accumulator slots: one group per (tenant, customer, model, provider, operation, status,
 # error_type), so a 1000-event batch updates a few dozen groups, not thousands of series.
-_N, _IN, _OUT, _CR, _CW, _RS, _MICROS, _LLM, _TOOL, _TS = range(10)
+_N, _IN, _OUT, _CR, _CW, _RS, _COST_UNITS, _LLM, _TOOL, _TS, _SAVED, _EXTRA = range(12)
 # Histogram values are gathered per (tenant, model, provider, operation): no customer in those labels.
 _DUR, _TTFT, _TPOT, _TOKS = range(4)
 _KINDS = {spec.name: spec.kind for spec in m.USAGE_METRICS}
@@ -287,7 +287,7 @@ def _run(steps: Generator[None, None, IngestResult]) -> IngestResult:
 class Aggregator:
     """Owns the usage state (series, customer totals, dedupe window) and the ingest function."""
 
-    def __init__(self, config: Config, prices: PriceTable, store: StateStore, telemetry: Telemetry,
+    def __init__(self, config: Config, prices: PriceBook, store: StateStore, telemetry: Telemetry,
                  checkpoint_every: float = 5.0) -> None:
         self.config = config
         self.prices = prices
@@ -306,7 +306,7 @@ class Aggregator:
         self.sources: set[str] = set()
         self.meta: dict[str, Any] = {}
         self.checkpoint_every = checkpoint_every
-        self._labels: dict[tuple[Any, ...], tuple[str, str, str, str, tuple[str, ...]]] = {}
+        self._labels: dict[tuple[Any, ...], tuple[str, str, str, str, tuple[str, ...], Schedule | None]] = {}
         self._dirty_series: set[tuple[str, tuple[str, ...]]] = set()
         self._dirty_customers: set[tuple[str, str]] = set()
         self._dirty_daily: set[tuple[str, int, str]] = set()
@@ -402,18 +402,21 @@ class Aggregator:
         self._last_checkpoint = time.monotonic()
 
     # --- ingest -----------------------------------------------------------------------------------
-    def _resolve(self, tenant: str, customer: str, model: str, provider: str | None,
-                 price: ModelPrice | None) -> tuple[str, str, str, str, tuple[str, ...]]:
-        """Capped label values and the labels that overflowed; cached, since a value once kept stays kept
-        and a cap once full stays full."""
+    def _resolve(self, tenant: str, customer: str, model: str,
+                 provider: str | None) -> tuple[str, str, str, str, tuple[str, ...], Schedule | None]:
+        """Capped label values, the labels that overflowed and the model's price schedule; cached,
+        since a value once kept stays kept and a cap once full stays full. The model label is the
+        price source's canonical id (see pricing.matching), or the reference as sent when unknown."""
         overflow: list[str] = []
         caps = self.caps
+        schedule = self.prices.resolve(model, provider)
         tenant_label = caps.tenant(tenant, overflow)
         customer_label = caps.customer(tenant_label, customer, overflow)
-        model_label = price.model if price is not None else caps.model(model, overflow)
-        provider_label = caps.provider(provider or (price.provider if price else None) or UNKNOWN_PROVIDER, overflow)
+        model_label = schedule.model if schedule is not None else caps.model(model, overflow)
+        provider_label = caps.provider(provider or (schedule.provider if schedule else None) or UNKNOWN_PROVIDER,
+                                       overflow)
         customer_label = caps.combination(tenant_label, customer_label, model_label, provider_label, overflow)
-        return tenant_label, customer_label, model_label, provider_label, tuple(overflow)
+        return tenant_label, customer_label, model_label, provider_label, tuple(overflow), schedule
 
     def ingest(self, raw_events: Sequence[Any], source: str, now: float | None = None) -> IngestResult:
         """Validate, dedupe, price and count ``raw_events``; raises StoreUnavailable (nothing counted).
@@ -484,43 +487,36 @@ class Aggregator:
             result.accepted += 1
             timestamp: float = event.timestamp  # type: ignore[assignment]
 
-            price = prices.lookup(event.model, timestamp)
             cache_key = (event.tenant, event.customer, event.model, event.provider)
             labels = label_cache.get(cache_key)
             if labels is None:
                 if len(label_cache) >= _LABEL_CACHE_MAX:
                     label_cache.clear()
-                labels = label_cache[cache_key] = self._resolve(*cache_key, price)
-            tenant, customer, model, provider, folded = labels
+                labels = label_cache[cache_key] = self._resolve(*cache_key)
+            tenant, customer, model, provider, folded, schedule = labels
             if folded:
                 overflow.extend(folded)
-            if event.service_tier not in SERVICE_TIERS:
-                result.warn(index, event.id, "service_tier",
-                            f"unknown service tier {event.service_tier!r}: priced at the default tier")
-            if event.cost_usd is not None:
-                micros = round(event.cost_usd * 1_000_000)
-            else:
-                micros = prices.sku_micros(event.sku) if event.sku is not None else None
-                if micros is None:
-                    if price is None:
-                        micros = 0
-                        unpriced.append(model)
-                        result.warn(index, event.id, "model", f"no price for model {event.model!r}: counted at $0")
-                    else:
-                        micros = price.cost_micros(event)
+            cost, saved, extra, warning = prices.cost(event, schedule)
+            if warning is not None:
+                if warning[0] == "model":
+                    unpriced.append(model)
+                result.warn(index, event.id, *warning)
 
             input_tokens, output_tokens = event.input_tokens, event.output_tokens
             group_key = (tenant, customer, model, provider, event.operation, event.status, event.error_type)
             acc = groups.get(group_key)
             if acc is None:
-                acc = groups[group_key] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0]
+                acc = groups[group_key] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0, 0]
             acc[_N] += 1
             acc[_IN] += input_tokens
             acc[_OUT] += output_tokens
             acc[_CR] += event.cache_read_tokens
             acc[_CW] += event.cache_write_tokens
             acc[_RS] += event.reasoning_tokens
-            acc[_MICROS] += micros
+            acc[_COST_UNITS] += cost
+            if saved or extra:
+                acc[_SAVED] += saved
+                acc[_EXTRA] += extra
             acc[_LLM] += event.llm_calls
             acc[_TOOL] += event.tool_calls
             if timestamp > acc[_TS]:
@@ -607,9 +603,13 @@ class Aggregator:
             for token_type, slot in (("cache_read", _CR), ("cache_write", _CW), ("reasoning", _RS)):
                 if acc[slot]:
                     add(m.TOKEN_DETAILS.name, (tenant, model, provider, token_type), acc[slot])
-            add(m.COST.name, (tenant, customer, model, provider), acc[_MICROS])
+            add(m.COST.name, (tenant, customer, model, provider), acc[_COST_UNITS])
+            if acc[_SAVED]:
+                add(m.CACHE_SAVINGS.name, (tenant, model, provider), acc[_SAVED])
+            if acc[_EXTRA]:
+                add(m.CACHE_WRITE_PREMIUM.name, (tenant, model, provider), acc[_EXTRA])
             if operation == "agent_run":
-                add(m.AGENT_RUN_COST.name, (tenant, model, status), acc[_MICROS])
+                add(m.AGENT_RUN_COST.name, (tenant, model, status), acc[_COST_UNITS])
             if acc[_LLM]:
                 add(m.AGENT_CALLS.name, (tenant, model, "llm"), acc[_LLM])
             if acc[_TOOL]:
@@ -623,7 +623,7 @@ class Aggregator:
             row[_EVENTS] += n
             row[_INPUT] += acc[_IN]
             row[_OUTPUT] += acc[_OUT]
-            row[_COST] += acc[_MICROS]
+            row[_COST] += acc[_COST_UNITS]
             row[_ERRORS] += n if status == "error" else 0
             row[_LATEST] = max(row[_LATEST], acc[_TS])
         for (tenant, model, provider, operation), obs in observations.items():
@@ -668,7 +668,7 @@ class Aggregator:
 
     def customer_rows(self, tenant: str, sort: str, descending: bool, limit: int) -> list[dict[str, Any]]:
         rows = [{"customer": customer, "events": row[_EVENTS], "input_tokens": row[_INPUT],
-                 "output_tokens": row[_OUTPUT], "cost_usd": row[_COST] / 1_000_000, "errors": row[_ERRORS],
+                 "output_tokens": row[_OUTPUT], "cost_usd": usd(row[_COST]), "errors": row[_ERRORS],
                  "latest_timestamp": row[_LATEST]}
                 for (row_tenant, customer), row in self.customers.items() if row_tenant == tenant]
         rows.sort(key=lambda r: (r[sort], r["customer"]), reverse=descending)

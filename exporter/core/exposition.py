@@ -43,7 +43,7 @@ class UsageCollector(Collector):
                 family = cls(spec.name, spec.help, labels=spec.labels)
                 divisor = spec.divisor
                 for labels, value in values:
-                    family.add_metric(list(labels), value / divisor if divisor != 1.0 else value)
+                    family.add_metric(list(labels), value / divisor if divisor != 1 else value)
             yield family
 
 
@@ -114,5 +114,5 @@ class FastUsageWriter:
                     prefix = cache.get(labels)
                     if prefix is None:
                         prefix = cache[labels] = self._prefix(spec, labels)
-                    append(f"{prefix}{_number(value / divisor if divisor != 1.0 else value)}\n")
+                    append(f"{prefix}{_number(value / divisor if divisor != 1 else value)}\n")
         return "".join(out)

@@ -20,6 +20,11 @@ TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1
 TOKEN_BUCKETS = tuple(float(4**i) for i in range(14))  # 1 … 67,108,864
 
 
+# Money is kept as exact integer atto-dollars (1e-18 USD; see exporter/core/pricing/rates.py) and
+# divided once, here, at exposition: int / int is correctly rounded, so /metrics and the read API agree.
+USD_UNITS = 10**18
+
+
 @dataclass(frozen=True)
 class MetricSpec:
     name: str  # without the _total suffix for counters, as prometheus-client expects
@@ -27,7 +32,7 @@ class MetricSpec:
     labels: tuple[str, ...]
     help: str
     buckets: tuple[float, ...] = ()
-    divisor: float = 1.0  # exposed value = stored value / divisor (cost is kept in integer micro-USD)
+    divisor: int = 1  # exposed value = stored value / divisor (money is kept in integer atto-USD)
 
     @property
     def exposed_name(self) -> str:
@@ -43,10 +48,18 @@ TOKENS = MetricSpec("llm_tokens", "counter", ("tenant", "customer", "model", "pr
 TOKEN_DETAILS = MetricSpec("llm_token_details", "counter", ("tenant", "model", "provider", "token_type"),
                            "Parts of input (cache_read, cache_write) and output (reasoning) tokens; not additional.")
 COST = MetricSpec("llm_cost_usd", "counter", ("tenant", "customer", "model", "provider"),
-                  "Cost in USD from the price table, or the cost_usd the event carried.", divisor=1e6)
+                  "Cost in USD from the price table, or the cost_usd the event carried.", divisor=USD_UNITS)
+CACHE_SAVINGS = MetricSpec("llm_cache_savings_usd", "counter", ("tenant", "model", "provider"),
+                           "What cache reads saved: cache-read tokens x (input price - cache-read price), at the "
+                           "prices the events were billed at. Net saving = this - llm_cache_write_premium_usd_total.",
+                           divisor=USD_UNITS)
+CACHE_WRITE_PREMIUM = MetricSpec("llm_cache_write_premium_usd", "counter", ("tenant", "model", "provider"),
+                                 "What cache writes cost on top of the input price: cache-write tokens x "
+                                 "(cache-write price - input price), 5-minute and 1-hour writes together.",
+                                 divisor=USD_UNITS)
 AGENT_RUN_COST = MetricSpec("llm_agent_run_cost_usd", "counter", ("tenant", "model", "status"),
                             "Cost in USD of agent_run events, by run outcome (cost per run = this / runs).",
-                            divisor=1e6)
+                            divisor=USD_UNITS)
 AGENT_CALLS = MetricSpec("llm_agent_calls", "counter", ("tenant", "model", "call_type"),
                          "LLM and tool calls made inside agent runs.")
 DURATION = MetricSpec("llm_request_duration_seconds", "histogram", ("tenant", "model", "provider", "operation"),
@@ -61,8 +74,9 @@ LAST_EVENT = MetricSpec("llm_last_event_timestamp_seconds", "gauge", ("tenant",)
                         "Unix time of the newest accepted event per tenant.")
 
 # Usage series: aggregated from events and persisted, so they survive restarts.
-USAGE_METRICS: tuple[MetricSpec, ...] = (REQUESTS, ERRORS, TOKENS, TOKEN_DETAILS, COST, AGENT_RUN_COST, AGENT_CALLS,
-                                         DURATION, TTFT, TPOT, REQUEST_TOKENS, LAST_EVENT)
+USAGE_METRICS: tuple[MetricSpec, ...] = (REQUESTS, ERRORS, TOKENS, TOKEN_DETAILS, COST, CACHE_SAVINGS,
+                                         CACHE_WRITE_PREMIUM, AGENT_RUN_COST, AGENT_CALLS, DURATION, TTFT, TPOT,
+                                         REQUEST_TOKENS, LAST_EVENT)
 USAGE_BY_NAME = {spec.name: spec for spec in USAGE_METRICS}
 
 # Self-metrics: process-lifetime prometheus-client metrics (they reset on restart like any process's).
@@ -76,6 +90,11 @@ OVERFLOW = MetricSpec("llm_exporter_overflow", "counter", ("label",),
                       "label=series, the tenant's customer/model/provider combinations) hit its cap.")
 UNPRICED = MetricSpec("llm_exporter_unpriced_events", "counter", ("model",),
                       "Events for models missing from the price table (counted with cost 0).")
+PRICE_TABLE_INFO = MetricSpec("llm_exporter_price_table_info", "gauge", ("source", "version"),
+                              "Always 1; where prices come from (source=genai-prices, version=its package "
+                              "version; a second series source=<override file> when pricing.file is set).")
+PRICED_MODELS = MetricSpec("llm_exporter_priced_models", "gauge", (),
+                           "Canonical models with a token price (price source plus override file).")
 HTTP_REQUESTS = MetricSpec("llm_exporter_http_requests", "counter", ("route", "method", "code"),
                            "HTTP requests served, by route template.")
 HTTP_DURATION = MetricSpec("llm_exporter_http_request_duration_seconds", "histogram", ("route", "method"),
@@ -91,6 +110,7 @@ DEDUPE_EVICTIONS = MetricSpec("llm_exporter_dedupe_evictions", "counter", ("tena
                               "a retry of an evicted id would count twice).")
 STORE_UP = MetricSpec("llm_exporter_store_up", "gauge", (), "1 when the last state-store write succeeded.")
 
-SELF_METRICS: tuple[MetricSpec, ...] = (BUDGET, EVENTS, REJECTIONS, OVERFLOW, UNPRICED, HTTP_REQUESTS, HTTP_DURATION,
+SELF_METRICS: tuple[MetricSpec, ...] = (BUDGET, EVENTS, REJECTIONS, OVERFLOW, UNPRICED, PRICE_TABLE_INFO,
+                                        PRICED_MODELS, HTTP_REQUESTS, HTTP_DURATION,
                                         IN_FLIGHT, BUILD_INFO, DEDUPE_ENTRIES, DEDUPE_EVICTIONS, STORE_UP)
 ALL_METRICS = USAGE_METRICS + SELF_METRICS

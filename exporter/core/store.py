@@ -22,18 +22,20 @@ from typing import Any
 
 import orjson
 
+from . import metrics as m
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS series (
     metric TEXT NOT NULL, labels TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (metric, labels)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS customers (
     tenant TEXT NOT NULL, customer TEXT NOT NULL, events INTEGER NOT NULL, input_tokens INTEGER NOT NULL,
-    output_tokens INTEGER NOT NULL, cost_micros INTEGER NOT NULL, errors INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL, cost TEXT NOT NULL, errors INTEGER NOT NULL,
     latest_timestamp REAL NOT NULL, PRIMARY KEY (tenant, customer)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS daily (
     tenant TEXT NOT NULL, customer TEXT NOT NULL, day INTEGER NOT NULL, events INTEGER NOT NULL,
-    input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, cost_micros INTEGER NOT NULL,
+    input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, cost TEXT NOT NULL,
     errors INTEGER NOT NULL, PRIMARY KEY (tenant, day, customer)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -41,6 +43,12 @@ CREATE TABLE IF NOT EXISTS dedupe (key TEXT PRIMARY KEY, seen_at REAL NOT NULL) 
 CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY, record BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at REAL NOT NULL, pad BLOB);
 """
+# PRAGMA user_version. 2: money in integer atto-dollars (1e-18 USD), written as decimal strings
+# (it outgrows 64 bits, which SQLite INTEGER and orjson stop at). 0/1: money in micro-dollars,
+# migrated on open (see _migrate).
+SCHEMA_VERSION = 2
+_MONEY_METRICS = frozenset(spec.name for spec in m.USAGE_METRICS if spec.divisor == m.USD_UNITS)
+_MICROS_TO_UNITS = m.USD_UNITS // 10**6
 
 
 class StoreUnavailable(RuntimeError):
@@ -90,7 +98,12 @@ class StateStore:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute(f"PRAGMA synchronous={self.sync}")
                 conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                legacy = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'customers'").fetchone()
+                if version < SCHEMA_VERSION and legacy:
+                    _migrate(conn)
                 conn.executescript(SCHEMA)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             except sqlite3.Error:
                 conn.close()
                 raise
@@ -114,17 +127,19 @@ class StateStore:
         try:
             conn = self._connect()
             for metric, labels, value in conn.execute("SELECT metric, labels, value FROM series"):
-                snapshot.series.setdefault(metric, {})[tuple(orjson.loads(labels))] = orjson.loads(value)
-            for row in conn.execute("SELECT tenant, customer, events, input_tokens, output_tokens, cost_micros, "
+                decoded = orjson.loads(value)
+                snapshot.series.setdefault(metric, {})[tuple(orjson.loads(labels))] = (
+                    int(decoded) if metric in _MONEY_METRICS else decoded)
+            for row in conn.execute("SELECT tenant, customer, events, input_tokens, output_tokens, cost, "
                                     "errors, latest_timestamp FROM customers"):
-                snapshot.customers[(row[0], row[1])] = list(row[2:])
-            for row in conn.execute("SELECT tenant, day, customer, events, input_tokens, output_tokens, cost_micros, "
+                snapshot.customers[(row[0], row[1])] = [row[2], row[3], row[4], int(row[5]), row[6], row[7]]
+            for row in conn.execute("SELECT tenant, day, customer, events, input_tokens, output_tokens, cost, "
                                     "errors FROM daily"):
-                snapshot.daily[(row[0], row[1], row[2])] = list(row[3:])
+                snapshot.daily[(row[0], row[1], row[2])] = [row[3], row[4], row[5], int(row[6]), row[7]]
             snapshot.meta = {key: orjson.loads(value) for key, value in conn.execute("SELECT key, value FROM meta")}
             snapshot.dedupe = list(conn.execute("SELECT key, seen_at FROM dedupe ORDER BY seen_at"))
             for seq, record in conn.execute("SELECT seq, record FROM log ORDER BY seq"):
-                snapshot.log.append(orjson.loads(record))
+                snapshot.log.append(_load_record(record))
                 self.last_seq = seq
         except sqlite3.Error as exc:
             raise self._fail(exc) from exc
@@ -135,7 +150,7 @@ class StateStore:
         """Durably append one request's deltas; returns its sequence number."""
         try:
             conn = self._connect()
-            cursor = conn.execute("INSERT INTO log (record) VALUES (?)", (orjson.dumps(record),))
+            cursor = conn.execute("INSERT INTO log (record) VALUES (?)", (_dump_record(record),))
         except sqlite3.Error as exc:
             raise self._fail(exc) from exc
         self.healthy = True
@@ -150,11 +165,15 @@ class StateStore:
             try:
                 conn.executemany(
                     "INSERT OR REPLACE INTO series (metric, labels, value) VALUES (?, ?, ?)",
-                    ((m, orjson.dumps(labels).decode(), orjson.dumps(v).decode()) for m, labels, v in checkpoint.series))
+                    ((metric, orjson.dumps(labels).decode(),
+                      orjson.dumps(str(v) if metric in _MONEY_METRICS else v).decode())
+                     for metric, labels, v in checkpoint.series))
                 conn.executemany("INSERT OR REPLACE INTO customers VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                                 ((t, c, *row) for (t, c), row in checkpoint.customers))
+                                 ((t, c, row[0], row[1], row[2], str(row[3]), row[4], row[5])
+                                  for (t, c), row in checkpoint.customers))
                 conn.executemany("INSERT OR REPLACE INTO daily VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                                 ((t, c, d, *row) for (t, d, c), row in checkpoint.daily))
+                                 ((t, c, d, row[0], row[1], row[2], str(row[3]), row[4])
+                                  for (t, d, c), row in checkpoint.daily))
                 if checkpoint.daily_before is not None:
                     conn.execute("DELETE FROM daily WHERE day < ?", (checkpoint.daily_before,))
                 conn.executemany("INSERT OR REPLACE INTO dedupe (key, seen_at) VALUES (?, ?)", checkpoint.dedupe_add)
@@ -199,3 +218,57 @@ class StateStore:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def _dump_record(record: dict[str, Any]) -> bytes:
+    """A log record as JSON, money as decimal strings (exact beyond 64 bits)."""
+    return orjson.dumps({**record,
+                         "s": [(metric, key, str(value) if metric in _MONEY_METRICS else value)
+                               for metric, key, value in record["s"]],
+                         "c": [(t, c, [*row[:3], str(row[3]), *row[4:]]) for t, c, row in record["c"]],
+                         "d": [(t, day, c, [*row[:3], str(row[3]), *row[4:]]) for t, day, c, row in record.get("d", ())]})
+
+
+def _load_record(blob: bytes) -> dict[str, Any]:
+    record = orjson.loads(blob)
+    record["s"] = [(metric, key, int(value) if metric in _MONEY_METRICS else value) for metric, key, value in record["s"]]
+    record["c"] = [(t, c, [*row[:3], int(row[3]), *row[4:]]) for t, c, row in record["c"]]
+    record["d"] = [(t, day, c, [*row[:3], int(row[3]), *row[4:]]) for t, day, c, row in record.get("d", ())]
+    return record
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Schema 0/1 → 2 in one transaction: money from micro-dollars to atto-dollars (× 10^12, exact),
+    in the snapshot tables *and* in the log still to replay, so nothing is mis-scaled."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        rows = conn.execute("SELECT metric, labels, value FROM series WHERE metric IN (%s)"
+                            % ",".join("?" * len(_MONEY_METRICS)), sorted(_MONEY_METRICS)).fetchall()
+        conn.executemany("UPDATE series SET value = ? WHERE metric = ? AND labels = ?",
+                         ((orjson.dumps(str(orjson.loads(value) * _MICROS_TO_UNITS)).decode(), metric, labels)
+                          for metric, labels, value in rows))
+        conn.execute("ALTER TABLE customers RENAME TO customers_v1")
+        conn.execute(next(statement for statement in SCHEMA.split(";") if "customers (" in statement))
+        conn.execute("INSERT INTO customers SELECT tenant, customer, events, input_tokens, output_tokens, "
+                     f"CAST(cost_micros * 1 AS TEXT) || '{'0' * 12}', errors, latest_timestamp FROM customers_v1")
+        conn.execute("DROP TABLE customers_v1")
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'daily'").fetchone():
+            conn.execute("ALTER TABLE daily RENAME TO daily_v1")
+            conn.execute(next(statement for statement in SCHEMA.split(";") if "daily (" in statement))
+            conn.execute("INSERT INTO daily SELECT tenant, customer, day, events, input_tokens, output_tokens, "
+                         f"CAST(cost_micros * 1 AS TEXT) || '{'0' * 12}', errors FROM daily_v1")
+            conn.execute("DROP TABLE daily_v1")
+        for seq, blob in conn.execute("SELECT seq, record FROM log").fetchall():
+            record = orjson.loads(blob)
+            record["s"] = [(metric, key, value * _MICROS_TO_UNITS if metric in _MONEY_METRICS else value)
+                           for metric, key, value in record["s"]]
+            record["c"] = [(t, c, [*row[:3], row[3] * _MICROS_TO_UNITS, *row[4:]]) for t, c, row in record["c"]]
+            record["d"] = [(t, day, c, [*row[:3], row[3] * _MICROS_TO_UNITS, *row[4:]])
+                           for t, day, c, row in record.get("d", ())]
+            conn.execute("UPDATE log SET record = ? WHERE seq = ?", (_dump_record(record), seq))
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 
 from .. import __version__
 from . import metrics as m
+from .pricing import PriceBook
 
 
 class Telemetry:
@@ -30,6 +31,8 @@ class Telemetry:
         self.rejections = counter(m.REJECTIONS)
         self.overflow = counter(m.OVERFLOW)
         self.unpriced = counter(m.UNPRICED)
+        self.price_table_info = gauge(m.PRICE_TABLE_INFO)
+        self.priced_models = gauge(m.PRICED_MODELS)
         self.http_requests = counter(m.HTTP_REQUESTS)
         self.http_duration = Histogram(m.HTTP_DURATION.name, m.HTTP_DURATION.help, m.HTTP_DURATION.labels,
                                        buckets=m.HTTP_DURATION.buckets, registry=registry)
@@ -41,3 +44,10 @@ class Telemetry:
         self.store_up = gauge(m.STORE_UP)
         for label in ("tenant", "customer", "model", "provider", "series"):
             self.overflow.labels(label)
+
+    def describe_prices(self, book: PriceBook) -> None:
+        """Where prices come from: the source and its version, the override file if any."""
+        self.price_table_info.labels("genai-prices", book.version).set(1)
+        if book.override_file:
+            self.price_table_info.labels(book.override_file, "").set(1)
+        self.priced_models.set(book.priced_models)

@@ -26,7 +26,7 @@ from starlette.routing import Route
 from ..config import Config
 from ..core.aggregate import Aggregator
 from ..core.exposition import FastUsageWriter, UsageCollector
-from ..core.pricing import PriceTable, load_price_table
+from ..core.pricing import PriceBook, load_price_book
 from ..core.ratelimit import TenantRateLimits
 from ..core.store import StateStore, StoreUnavailable
 from ..core.telemetry import Telemetry
@@ -46,7 +46,7 @@ class Exporter:
     registry: CollectorRegistry
     self_registry: CollectorRegistry
     telemetry: Telemetry
-    prices: PriceTable
+    prices: PriceBook
     store: StateStore
     aggregator: Aggregator
     auth: TokenAuth
@@ -76,14 +76,15 @@ class _RegistryView(Collector):
 
 
 def build_exporter(config: Config, registry: CollectorRegistry | None = None,
-                   prices: PriceTable | None = None) -> Exporter:
+                   prices: PriceBook | None = None) -> Exporter:
     """``registry`` gets every metric (for tests and embedding); /metrics renders the self-metrics
     with prometheus-client and the usage series with the fast writer."""
     self_registry = CollectorRegistry(auto_describe=False)
     telemetry = Telemetry(self_registry)
-    prices = prices or load_price_table(config.pricing_file)
+    prices = prices or load_price_book(config.pricing_file)
     store = StateStore(config.storage_path, config.storage_sync)
     aggregator = Aggregator(config, prices, store, telemetry)
+    telemetry.describe_prices(prices)
     registry = registry or CollectorRegistry(auto_describe=False)
     registry.register(_RegistryView(self_registry))
     registry.register(UsageCollector(aggregator))
@@ -97,7 +98,7 @@ def build_exporter(config: Config, registry: CollectorRegistry | None = None,
                     rate_limits, FastUsageWriter(aggregator), front_door)
 
 
-def create_app(config: Config, registry: CollectorRegistry | None = None, prices: PriceTable | None = None,
+def create_app(config: Config, registry: CollectorRegistry | None = None, prices: PriceBook | None = None,
                exporter: Exporter | None = None) -> Starlette:
     """The ASGI app. The state store is opened and the simulator started in the lifespan."""
     ex = exporter or build_exporter(config, registry, prices)

@@ -32,10 +32,10 @@ MAX_CUSTOMERS = 1000  # the defaults under attack
 MAX_UNKNOWN_MODELS = 50
 MAX_COMBINATIONS = 10_000
 OTHER = "__other__"
-KNOWN_MODELS = ("gpt-4o", "gpt-4o-mini", "claude-sonnet-4", "claude-haiku-4-5", "gemini-2.5-flash",
-                "gemini-2.5-pro", "gpt-4.1", "gpt-4.1-mini", "o3", "o4-mini", "claude-opus-4", "deepseek-chat",
-                "mistral-large", "llama-3.3-70b", "gpt-5", "gpt-5-mini", "claude-opus-4-5", "gemini-2.0-flash",
-                "deepseek-reasoner", "claude-haiku-3.5")
+KNOWN_MODELS = ("gpt-4o", "gpt-4o-mini", "claude-sonnet-4-5", "claude-haiku-4-5", "gemini-2.5-flash",
+                "gemini-2.5-pro", "gpt-4.1", "gpt-4.1-mini", "o3", "o4-mini", "claude-opus-4-1", "deepseek-chat",
+                "mistral-large", "llama-3.3-70b-versatile", "gpt-5", "gpt-5-mini", "claude-opus-4-5", "gemini-2.0-flash",
+                "deepseek-reasoner", "claude-haiku-4-5")
 
 
 def rss_kib(pid: int, field: str = "VmRSS") -> int:

@@ -32,7 +32,7 @@ SEED = int(os.environ.get("CRASH_SEED", "20261125"))
 COST_MICROS = 123  # every event carries cost_usd=0.000123, so the cost total is exact too
 INPUT_TOKENS = 1000
 OUTPUT_TOKENS = 100
-MODELS = ("gpt-4o", "claude-sonnet-4", "gemini-2.5-flash")
+MODELS = ("gpt-4o", "claude-sonnet-4-5", "gemini-2.5-flash")
 
 
 def usage_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -11,7 +11,7 @@ so a failure names the panel. Template variables are substituted the way Grafana
   for the chosen tenant). ``PANEL_VALUES`` pins a value for the few panels whose data exists for one
   value only; the pinned value must be in the live answer;
 * ``one-escaped``: for queries that use ``$model``, a model whose name has a regex metacharacter
-  (``claude-haiku-3.5``), so Grafana's escaping (``claude-haiku-3\\\\.5`` in the PromQL string) is
+  (``claude-haiku-4-5``), so Grafana's escaping (``claude-haiku-3\\\\.5`` in the PromQL string) is
   exercised against real label values.
 
 Each substituted query goes through ``/api/v1/query`` (instant); targets Grafana runs as range

@@ -11,7 +11,7 @@ import pytest
 from groundtruth import expected_cost
 from harness import ExporterProcess, PrometheusProcess
 
-MODELS = ["gpt-4o", "claude-sonnet-4", "gemini-2.5-flash", "llama-3.3-70b"]
+MODELS = ["gpt-4o", "claude-sonnet-4-5", "gemini-2.5-flash", "llama-3.3-70b-versatile"]
 
 
 def make_batch(rng: random.Random, now: float, n: int) -> list[dict]:

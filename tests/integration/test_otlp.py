@@ -66,7 +66,7 @@ def genai_spans(n: int) -> list[dict[str, Any]]:
         operation = operations[i % len(operations)]
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": operation,
-            "gen_ai.request.model": "claude-sonnet-4" if anthropic else "gpt-4o",
+            "gen_ai.request.model": "claude-sonnet-4-5" if anthropic else "gpt-4o",
             "gen_ai.usage.input_tokens": 1000 + 37 * i,
             "gen_ai.usage.output_tokens": 0 if operation == "embeddings" else 20 + 3 * i,
         }

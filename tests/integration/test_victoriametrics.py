@@ -113,14 +113,14 @@ TIME_ABS_TOL = RAW_REL_TOL * 2e9  # 0.02 s
 
 # A small, busy fleet: every label combination appears within seconds (see the docstring). The
 # incident scenario's bursts and incidents, more errors and agent runs than the default. gpt-4.1 and
-# claude-haiku-3.5 have a regex metacharacter (the "one-escaped" variant).
+# claude-haiku-4-5 have a regex metacharacter (the "one-escaped" variant).
 _PROFILE = {"sigma": 0.9, "error_rate": 0.08}  # the default scenario's models, 8 % errors
 SCENARIO: dict[str, Any] = {
     "extends": "incident",
     "agent_share": 0.25,
     "tenants": {
-        "acme": {"weight": 4, "customers": 3, "zipf": 0.5, "models": {"claude-sonnet-4": 1, "gpt-4.1": 1}},
-        "globex": {"weight": 3, "customers": 3, "zipf": 0.5, "models": {"claude-haiku-3.5": 1, "gpt-4o-mini": 1}},
+        "acme": {"weight": 4, "customers": 3, "zipf": 0.5, "models": {"claude-sonnet-4-5": 1, "gpt-4.1": 1}},
+        "globex": {"weight": 3, "customers": 3, "zipf": 0.5, "models": {"claude-haiku-4-5": 1, "gpt-4o-mini": 1}},
         "initech": {"weight": 3, "customers": 2, "zipf": 0.5, "models": {"o4-mini": 1, "text-embedding-3-small": 1}},
     },
     "models": {
@@ -128,9 +128,9 @@ SCENARIO: dict[str, Any] = {
         "gpt-4o-mini": {**_PROFILE, "input": 1200, "output": 250, "ttft_ms": 300, "tpot_ms": 9, "cache_share": 0.3},
         "o4-mini": {**_PROFILE, "input": 2000, "output": 700, "ttft_ms": 2500, "tpot_ms": 10, "cache_share": 0.25,
                     "reasoning_share": 0.55},
-        "claude-sonnet-4": {**_PROFILE, "input": 2800, "output": 500, "ttft_ms": 700, "tpot_ms": 14,
+        "claude-sonnet-4-5": {**_PROFILE, "input": 2800, "output": 500, "ttft_ms": 700, "tpot_ms": 14,
                             "cache_share": 0.45, "cache_write_share": 0.08},
-        "claude-haiku-3.5": {**_PROFILE, "input": 1500, "output": 250, "ttft_ms": 350, "tpot_ms": 7,
+        "claude-haiku-4-5": {**_PROFILE, "input": 1500, "output": 250, "ttft_ms": 350, "tpot_ms": 7,
                              "cache_share": 0.4, "cache_write_share": 0.06},
         "text-embedding-3-small": {**_PROFILE, "input": 600, "output": 0, "ttft_ms": 0, "tpot_ms": 0,
                                    "cache_share": 0.0, "operation": "embeddings", "base_ms": 120},

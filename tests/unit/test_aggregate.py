@@ -95,7 +95,7 @@ def test_tenant_cap_when_auth_is_off():
 
 def test_cost_override_sku_and_agent_runs():
     ex = make_exporter(yaml={})
-    ex.aggregator.prices.skus["report"] = 0.25
+    ex.aggregator.prices.skus["report"] = 25 * 10**16  # $0.25 in atto-dollars
     ex.aggregator.ingest([
         ev(customer="a", cost_usd=1.5),
         ev(customer="b", sku="report"),
@@ -105,7 +105,8 @@ def test_cost_override_sku_and_agent_runs():
     ], "api")
     def cost(customer):
         return sample(ex, "llm_cost_usd_total", tenant="acme", customer=customer, model="gpt-4o", provider="openai")
-    assert (cost("a"), cost("b"), cost("c"), cost("d")) == (1.5, 0.25, 0.0025, pytest.approx(0.3))
+    # d: 0.2 + 0.1 is exactly 0.3: client costs are taken as the decimals they wrote, summed as integers
+    assert (cost("a"), cost("b"), cost("c"), cost("d")) == (1.5, 0.25, 0.0025, 0.3)
     assert sample(ex, "llm_agent_run_cost_usd_total", tenant="acme", model="gpt-4o", status="ok") == 0.2
     assert sample(ex, "llm_agent_run_cost_usd_total", tenant="acme", model="gpt-4o", status="error") == 0.1
     assert sample(ex, "llm_agent_calls_total", tenant="acme", model="gpt-4o", call_type="llm") == 6
@@ -184,11 +185,11 @@ def test_log_is_replayed_after_a_crash_and_folded_by_checkpoints(tmp_path):
 
 def test_combinations_per_tenant_are_capped_too(tmp_path):
     ex = make_exporter(tmp_path, limits_max_combinations_per_tenant=3)
-    models = ["gpt-4o", "gpt-4o-mini", "claude-sonnet-4"]
+    models = ["gpt-4o", "gpt-4o-mini", "claude-sonnet-4-5"]
     ex.aggregator.ingest([ev(customer=f"c{i}", model=m) for i in range(2) for m in models], "api")
     kept = {(k[1], k[2]) for k in ex.aggregator.series["llm_requests"] if k[0] == "acme"}
-    assert kept == {("c0", "gpt-4o"), ("c0", "gpt-4o-mini"), ("c0", "claude-sonnet-4"),
-                    (OTHER, "gpt-4o"), (OTHER, "gpt-4o-mini"), (OTHER, "claude-sonnet-4")}
+    assert kept == {("c0", "gpt-4o"), ("c0", "gpt-4o-mini"), ("c0", "claude-sonnet-4-5"),
+                    (OTHER, "gpt-4o"), (OTHER, "gpt-4o-mini"), (OTHER, "claude-sonnet-4-5")}
     assert sample(ex, "llm_exporter_overflow_total", label="series") == 3
     ex.store.close()
     ex2 = make_exporter(tmp_path, limits_max_combinations_per_tenant=3)  # the cap survives a restart

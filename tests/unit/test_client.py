@@ -165,7 +165,7 @@ def test_vendor_helpers_record_the_usage_arithmetic(exporter):
         client.record_response("bedrock", fixture("bedrock_converse.json"), tenant="vendor", customer="c1",
                                duration_ms=1500, model="anthropic.claude-sonnet-4-20250514-v1:0")
         with pytest.raises(ValueError, match=r"usage\.input_tokens: is required"):
-            client.record_anthropic({"model": "claude-sonnet-4", "usage": {}}, tenant="vendor", customer="c1",
+            client.record_anthropic({"model": "claude-sonnet-4-5", "usage": {}}, tenant="vendor", customer="c1",
                                     duration_ms=1)
         with pytest.raises(ValueError, match=r"model: is required"):  # a Converse response names no model
             client.record_response("bedrock", fixture("bedrock_converse.json"), tenant="vendor", customer="c1",

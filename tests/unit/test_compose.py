@@ -209,7 +209,7 @@ def test_dockerignore_keeps_the_build_inputs_and_drops_the_rest() -> None:
     copied = [source for args in dockerfile_instructions("COPY") if not args.startswith("--from")
               for source in args.split()[:-1]]
     assert {"pyproject.toml", "MANIFEST.in", "exporter"} <= set(copied)
-    for needed in (*copied, "exporter/__init__.py", "exporter/core/prices/default.yaml", readme):
+    for needed in (*copied, "exporter/__init__.py", "exporter/core/pricing/book.py", readme):
         if needed:
             assert not _dockerignored(needed, patterns), f"{needed} is needed by `pip install .` but ignored"
     for dropped in (".git/HEAD", ".venv/bin/python", "tests/unit/test_compose.py", "exporter/__pycache__/x.pyc",

@@ -32,8 +32,8 @@ EXPECTED_UIDS = {"llm-overview", "llm-tenant", "llm-models", "llm-agents", "llm-
 DS = {"type": "prometheus", "uid": "${datasource}"}
 ALLOWED_WINDOWS = {"$__rate_interval", "$__range", "1h", "1d"}
 # Models named in the brief that must keep a fixed colour.
-PINNED_MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "o3", "o4-mini", "claude-sonnet-4",
-                 "claude-opus-4", "claude-haiku-3.5", "gemini-2.5-pro", "gemini-2.5-flash", "llama-3.3-70b",
+PINNED_MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "o3", "o4-mini", "claude-sonnet-4-5",
+                 "claude-opus-4-1", "claude-haiku-4-5", "gemini-2.5-pro", "gemini-2.5-flash", "llama-3.3-70b-versatile",
                  "text-embedding-3-small")
 LABELS = {"model", "tenant", "customer", "status", "operation", "error_type", "token_type", "reason", "source",
           "result", "route", "code", "instance", "call_type", "label", "provider"}

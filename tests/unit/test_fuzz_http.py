@@ -48,7 +48,7 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, print_blob=True, phases=_P
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.large_base_example, HealthCheck.function_scoped_fixture])
 ALLOWED = {200, 400, 413, 415}
-KNOWN_MODELS = ("gpt-4o", "gpt-4o-mini", "claude-sonnet-4", "gemini-2.5-flash")
+KNOWN_MODELS = ("gpt-4o", "gpt-4o-mini", "claude-sonnet-4-5", "gemini-2.5-flash")
 KNOWN_PROVIDERS = ("openai", "anthropic", "aws.bedrock", "gcp.vertex_ai")
 RAW = "@@raw{}@@"  # placeholder values replaced by raw JSON text (1e400, NaN, 400-digit integers, ...)
 STATS: Counter[str] = Counter()  # examples and requests run, reported at the end of the module

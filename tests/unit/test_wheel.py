@@ -105,7 +105,7 @@ def test_wheel_ships_every_file_of_the_exporter_tree(server: Installed) -> None:
                 if p.is_file() and not _is_leftover(p.relative_to(REPO))}
     with zipfile.ZipFile(server.wheel) as archive:
         shipped = {name for name in archive.namelist() if name.startswith("exporter/")}
-    assert {"exporter/core/prices/default.yaml", "exporter/demo/scenarios/default.yaml"} <= shipped
+    assert {"exporter/core/pricing/book.py", "exporter/demo/scenarios/default.yaml"} <= shipped
     assert shipped == checkout, (f"missing from the wheel: {sorted(checkout - shipped)}; "
                                  f"in the wheel only: {sorted(shipped - checkout)}")
 
@@ -132,7 +132,7 @@ def test_wheel_metadata_is_publishing_ready(server: Installed) -> None:
 
 def test_docker_image_needs_only_what_the_wheel_ships(server: Installed) -> None:
     """The image's ENTRYPOINT is the wheel's console script; its CMD's scenario and the default
-    price table are in the wheel (running them is the next test)."""
+    pricing package are in the wheel (running them is the next test)."""
     (entrypoint,) = dockerfile_instructions("ENTRYPOINT")
     (script,) = json.loads(entrypoint)
     assert (server.bin / script).is_file(), f"ENTRYPOINT {script} is not a console script of the wheel"
@@ -141,7 +141,7 @@ def test_docker_image_needs_only_what_the_wheel_ships(server: Installed) -> None
     with zipfile.ZipFile(server.wheel) as archive:
         names = set(archive.namelist())
     assert f"exporter/demo/scenarios/{scenario}.yaml" in names
-    assert "exporter/core/prices/default.yaml" in names
+    assert "exporter/core/pricing/book.py" in names
     assert any("COPY --from=wheel" in line for line in (REPO / "Dockerfile").read_text().splitlines()), \
         "the image installs the wheel its build stage built"
 

@@ -299,7 +299,7 @@ class Aggregator:
         self.series: dict[str, dict[tuple[str, ...], Any]] = {spec.name: {} for spec in m.USAGE_METRICS}
         self.customers: dict[tuple[str, str], list[Any]] = {}
         self.recent_errors: dict[str, deque[dict[str, Any]]] = {}
-        # (tenant, UTC day number, customer) → [events, input, output, cost_micros, errors]; customers are
+        # (tenant, UTC day number, customer) → [events, input, output, cost (atto-USD), errors]; customers are
         # the capped label values, days are the last usage.daily-days: bounded like the metrics.
         self.daily: dict[tuple[str, int, str], list[int]] = {}
         self.daily_days = config.usage_daily_days
@@ -528,7 +528,7 @@ class Aggregator:
             day_row[_EVENTS] += 1
             day_row[_INPUT] += input_tokens
             day_row[_OUTPUT] += output_tokens
-            day_row[_COST] += micros
+            day_row[_COST] += cost
             if event.status == "error":
                 day_row[_ERRORS] += 1
             obs_key = (tenant, model, provider, event.operation)
@@ -687,7 +687,7 @@ class Aggregator:
                 for slot in range(5):
                     total[slot] += row[slot]
         return [{"day": time.strftime("%Y-%m-%d", time.gmtime(day * DAY)), "events": row[_EVENTS],
-                 "input_tokens": row[_INPUT], "output_tokens": row[_OUTPUT], "cost_usd": row[_COST] / 1_000_000,
+                 "input_tokens": row[_INPUT], "output_tokens": row[_OUTPUT], "cost_usd": usd(row[_COST]),
                  "errors": row[_ERRORS]} for day, row in totals.items()]
 
     def errors_of(self, tenant: str, limit: int) -> list[dict[str, Any]]:

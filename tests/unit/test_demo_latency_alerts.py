@@ -10,7 +10,7 @@ minute's exposition becomes promtool input series, and promtool evaluates the ge
 
 * with the shipped thresholds no latency alert is active at any minute;
 * with the model classes removed the same data does fire, for exactly the models in a class
-  (o3 and o4-mini: reasoning; claude-opus-4: large).
+  (o3 and o4-mini: reasoning; claude-opus-4-1: large).
 """
 
 from __future__ import annotations
@@ -115,4 +115,4 @@ def test_without_model_classes_the_reasoning_models_would_fire(tmp_path: Path) -
     assert result.returncode != 0, "the demo is quiet even at the chat thresholds: the test shows nothing"
     output = result.stdout + result.stderr
     fired = set(re.findall(r'Labels:\{alertname="LLMModelHigh\w+", model="([^"]+)"', output))
-    assert fired == {"o3", "o4-mini", "claude-opus-4"}, output[-4000:]
+    assert fired == {"o3", "o4-mini", "claude-opus-4-1"}, output[-4000:]

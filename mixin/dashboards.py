@@ -1,10 +1,16 @@
 """Generate the Grafana dashboards of llm-usage-exporter.
 
     python -m mixin dashboards           # (re)write grafana/dashboards/*.json  (make dashboards)
-    python -m mixin dashboards --check   # exit 1 if the committed JSON is stale or
-                                         # a query names a metric that does not exist
+    python -m mixin dashboards --check   # exit 1 if the committed JSON is stale, a query names a
+                                         # metric that does not exist, or Grafana 11.6's schema
+                                         # would not take a dashboard as written
 
-The committed JSON is written with sorted keys, two-space indent and a trailing newline, so a
+Every dashboard goes through grafana-foundation-sdk's models (the Grafana 11.6 build) on its
+way to disk (:mod:`mixin.schema`): nothing may be lost or change type in that round trip, units,
+transformations and matchers must be in Grafana 11.6's registries, every panel carries
+``pluginVersion`` (the Grafana version of docker-compose.yml, so Grafana runs no legacy panel
+migration) and ``schemaVersion`` is the SDK's, i.e. what Grafana 11.6 writes. The committed
+JSON is the SDK's encoding with sorted keys, two-space indent and a trailing newline, so a
 changed query is a one-line diff in review and ``--check`` compares bytes.
 
 How the code is laid out: small PromQL builders (``sel``, ``sum_rate``, ``ratio``,
@@ -43,14 +49,13 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import yaml
 
 from exporter.config import parse_duration
-from mixin import DASHBOARD_DIR, ROOT, RULES_DIR, promql
+from mixin import DASHBOARD_DIR, ROOT, RULES_DIR, promql, schema
 from mixin.thresholds import LatencyClass, latency_classes
 from mixin.thresholds import load as load_thresholds
 from mixin.promql import agg, metrics_in, paren, rate, ratio, ratio_or_zero, sel
 
 OUT_DIR = DASHBOARD_DIR
 
-SCHEMA_VERSION = 39
 TAG = "llm-usage"
 DS = {"type": "prometheus", "uid": "${datasource}"}
 
@@ -265,6 +270,7 @@ def _panel(kind: str, title: str, description: str, targets: Sequence[dict[str, 
         "description": _describe(description, targets),
         "fieldConfig": {"defaults": defaults, "overrides": list(overrides)},
         "options": options,
+        "pluginVersion": schema.grafana_version(),
         "targets": targets,
         "title": title,
         "type": kind,
@@ -418,7 +424,7 @@ def table(title: str, description: str, targets: Sequence[dict[str, Any]], unit:
     ]
     options: dict[str, Any] = {
         "cellHeight": "sm",
-        "footer": {"countRows": False, "fields": "", "reducer": ["sum"], "show": False},
+        "footer": {"countRows": False, "fields": [], "reducer": ["sum"], "show": False},
         "showHeader": True,
     }
     if sort_by:
@@ -544,7 +550,7 @@ def query_variable(name: str, label: str, query: str, *, multi: bool = True, inc
         cur = {"selected": True, "text": current, "value": current}
     else:
         cur = {}
-    variable = {"current": cur, "datasource": DS, "definition": query, "hide": 0, "includeAll": include_all,
+    variable = {"current": cur, "datasource": DS, "hide": 0, "includeAll": include_all,
                 "label": label, "multi": multi, "name": name, "options": [], "query": query, "refresh": 2,
                 "regex": "", "skipUrlSync": False, "sort": 1, "type": "query"}
     if include_all and all_value is not None:
@@ -566,8 +572,7 @@ def model_variable(*matchers: str) -> dict[str, Any]:
 
 def alerts_annotation() -> dict[str, Any]:
     return {"datasource": DS, "enable": True, "expr": 'ALERTS{alertstate="firing"}', "hide": False,
-            "iconColor": "red", "name": "Firing alerts", "step": "60s", "tagKeys": "severity,tenant,model",
-            "textFormat": "{{alertname}} is firing", "titleFormat": "{{alertname}}", "useValueForTime": False}
+            "iconColor": "red", "name": "Firing alerts"}
 
 
 def dashboard(uid: str, title: str, description: str, grid: Grid, variables: list[dict[str, Any]], *,
@@ -578,14 +583,13 @@ def dashboard(uid: str, title: str, description: str, grid: Grid, variables: lis
         "editable": True,
         "fiscalYearStartMonth": 0,
         "graphTooltip": 1,
-        "id": None,
         "links": [{"asDropdown": False, "icon": "external link", "includeVars": True, "keepTime": True,
                    "tags": [TAG], "targetBlank": False, "title": "LLM usage", "tooltip": "", "type": "dashboards",
                    "url": ""}],
         "liveNow": False,
         "panels": grid.panels,
         "refresh": "30s",
-        "schemaVersion": SCHEMA_VERSION,
+        "schemaVersion": schema.SCHEMA_VERSION,
         "tags": [TAG],
         "templating": {"list": [datasource_variable(), *variables]},
         "time": {"from": time_from, "to": "now"},
@@ -1327,7 +1331,9 @@ def build_all(thresholds_doc: Mapping[str, Any] | None = None) -> dict[str, dict
 
 
 def render(dash: Mapping[str, Any]) -> str:
-    return json.dumps(dash, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    """The dashboard as grafana-foundation-sdk's models encode it (so the file is what Grafana 11.6's
+    schema holds), with sorted keys, two-space indent and a trailing newline."""
+    return json.dumps(schema.encode(dash), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 # --------------------------------------------------------------------------------------------
@@ -1369,9 +1375,10 @@ def iter_queries(dashboard: Mapping[str, Any], *, include_annotations: bool = Fa
 # --------------------------------------------------------------------------------------------
 
 def validate(dashboards: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """Problems that make a panel show "No data" for sure: a metric the exporter does not
-    expose, or a recording rule that prometheus/rules does not define."""
-    problems = []
+    """Problems that make a panel show "No data" for sure (a metric the exporter does not expose,
+    a recording rule that prometheus/rules does not define), and everything Grafana 11.6's schema
+    or registries would not take as written (:mod:`mixin.schema`)."""
+    problems = [f"{file_name}: {problem}" for file_name, dash in dashboards.items() for problem in schema.problems(dash)]
     known = promql.exported_metric_names() | set(promql.PROMETHEUS_SERIES)
     rules = defined_recording_rules()
     for file_name, dash in dashboards.items():

@@ -19,7 +19,7 @@ import yaml
 
 import grafana_vars
 from mixin import dashboards as gen
-from mixin import promql
+from mixin import promql, schema
 from mixin import thresholds as thresholds_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,6 +100,59 @@ def test_committed_files_are_canonical_json() -> None:
         assert text == gen.render(dash), f"{name}: not sorted-key, 2-space JSON with a trailing newline"
 
 
+# --- Grafana 11.6's schema (grafana-foundation-sdk) and registries ----------------------------
+
+@each_dashboard
+def test_sdk_round_trip_has_zero_problems(name: str) -> None:
+    """Decoded into the SDK's models and encoded again, nothing is lost, changed or added."""
+    dash = DASHBOARDS[name]
+    assert schema.problems(dash) == []
+    assert schema.encode(dash) == dash
+
+
+@each_dashboard
+def test_every_panel_carries_the_grafana_version_as_plugin_version(name: str) -> None:
+    versions = {p["type"]: p.get("pluginVersion") for p in data_panels(DASHBOARDS[name])}
+    assert set(versions.values()) == {schema.grafana_version()}, versions
+
+
+def test_sdk_build_and_registries_are_for_the_grafana_that_runs() -> None:
+    from importlib.metadata import version
+
+    running = schema.grafana_version()  # docker-compose.yml
+    sdk = version("grafana-foundation-sdk").split("!")[-1]
+    assert sdk.split(".")[:2] == running.split(".")[:2], (sdk, running)
+    assert schema.registries()["grafana_version"] == running
+    pinned = re.search(r'"grafana-foundation-sdk==([^"]+)"', (ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert pinned and pinned.group(1) == version("grafana-foundation-sdk")
+
+
+def _first(dash: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(p for p in data_panels(dash) if p["type"] == kind)
+
+
+@pytest.mark.parametrize(("break_it", "message"), [
+    (lambda d: _first(d, "stat").__setitem__("legacyOption", 1), "legacyOption: not in Grafana's schema"),
+    (lambda d: _first(d, "stat")["options"].__setitem__("graphMode", 3), ".options.graph_mode: int 3"),
+    (lambda d: _first(d, "table")["options"]["footer"].__setitem__("fields", ""), "footer.fields: str"),
+    (lambda d: d.__setitem__("graphTooltip", "shared"), ".graph_tooltip: str"),
+    (lambda d: _first(d, "stat")["fieldConfig"]["defaults"].__setitem__("unit", "percentage"),
+     "unit 'percentage' is not a Grafana 11.6 unit"),
+    (lambda d: _first(d, "table")["transformations"][0].__setitem__("id", "mergeFrames"),
+     "transformation 'mergeFrames'"),
+    (lambda d: _first(d, "timeseries")["fieldConfig"]["overrides"][0]["matcher"].__setitem__("id", "byRegex"),
+     "matcher 'byRegex'"),
+    (lambda d: _first(d, "timeseries")["fieldConfig"]["overrides"][0]["properties"].append(
+        {"id": "custom.lineDash", "value": [1, 2]}), "custom.lineDash: not a field-config key"),
+    (lambda d: _first(d, "stat").pop("pluginVersion"), "pluginVersion None"),
+])
+def test_schema_check_finds_what_grafana_would_not_take(break_it: Any, message: str) -> None:
+    dash = json.loads(json.dumps(DASHBOARDS["llm-overview.json"]))
+    break_it(dash)
+    found = schema.problems(dash)
+    assert any(message in problem for problem in found), found
+
+
 # --- dashboard structure ---------------------------------------------------------------------
 
 def test_uids_are_stable_and_unique() -> None:
@@ -112,11 +165,11 @@ def test_uids_are_stable_and_unique() -> None:
 @each_dashboard
 def test_dashboard_basics(name: str) -> None:
     dash = DASHBOARDS[name]
-    assert dash["schemaVersion"] == 39
+    assert dash["schemaVersion"] == schema.SCHEMA_VERSION == 41  # what Grafana 11.6 writes
     assert dash["uid"] and isinstance(dash["uid"], str)
     assert dash["title"] and dash["description"]
     assert "llm-usage" in dash["tags"]
-    assert dash["id"] is None
+    assert "id" not in dash  # no database id: provisioning matches dashboards by uid
 
 
 @each_dashboard
@@ -176,7 +229,7 @@ def test_template_variables(name: str) -> None:
         assert var["type"] == "query" and var["datasource"] == DS
         assert var["multi"] is True and var["includeAll"] is True and var["allValue"] == ".*"
         selector, label = grafana_vars.parse_label_values(var["query"])
-        assert label == var_name and var["definition"] == var["query"]
+        assert label == var_name
         if var_name != "tenant":
             assert selector and 'tenant=~"$tenant"' in selector, f"{var_name} does not follow $tenant"
 

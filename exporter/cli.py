@@ -239,7 +239,14 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str] | None = 
     return load_config(flags, environ, yaml_data)
 
 
-def serve(config: Config, prices: PriceBook) -> int:
+def load_all(args: argparse.Namespace) -> tuple[Config, PriceBook]:
+    """Configuration and price book from flags, environment and files: what start-up loads, and
+    what a reload (SIGHUP, POST /-/reload) loads again."""
+    config = config_from_args(args)
+    return config, load_price_book(config.pricing_file)
+
+
+def serve(args: argparse.Namespace, config: Config, prices: PriceBook) -> int:
     import uvicorn
 
     from .server.app import create_app
@@ -249,7 +256,7 @@ def serve(config: Config, prices: PriceBook) -> int:
     except sources.MixedSources as exc:
         print(f"llm-usage-exporter: {exc}", file=sys.stderr)
         return 2
-    app = create_app(config, prices=prices)
+    app = create_app(config, prices=prices, reload=lambda: load_all(args))
     host = config.listen_host
     logging.getLogger("exporter").info(
         "listening on %s (auth %s)", config.web_listen_address,
@@ -266,8 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "loadgen":
         return loadgen_command(args)
     try:
-        config = config_from_args(args)
-        prices = load_price_book(config.pricing_file)
+        config, prices = load_all(args)
     except (ConfigError, PricingError) as exc:
         print(f"llm-usage-exporter: {exc}", file=sys.stderr)
         return 2
@@ -280,5 +286,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return backfill_command(args, config, prices)
     if args.command == "import":
         return import_command(args, config, prices)
-    return serve(config, prices)
+    return serve(args, config, prices)
 

@@ -131,6 +131,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("web.listen-address", _listen_address, ":9477", "Address to listen on for the API and /metrics."),
     Option("web.max-body-bytes", _positive_int, 10 * 1024 * 1024, "Largest accepted request body (413 above).", "BYTES"),
     Option("web.max-batch-events", _positive_int, 10_000, "Most events in one POST (413 above).", "N"),
+    Option("web.enable-lifecycle", parse_bool, False,
+           "Serve POST /-/reload, which re-reads tokens, prices, budgets and limits like SIGHUP "
+           "(Prometheus' flag of the same name; anyone who reaches the port can then trigger it).", "BOOL"),
     Option("auth.mode", _choice("auto", "required", "off"), "auto",
            "auto: require tenant tokens unless listening on loopback with no tokens configured; "
            "required: always; off: never (trusted networks only)."),
@@ -190,6 +193,7 @@ class Config:
     web_listen_address: str = ":9477"
     web_max_body_bytes: int = 10 * 1024 * 1024
     web_max_batch_events: int = 10_000
+    web_enable_lifecycle: bool = False
     auth_mode: str = "auto"
     storage_path: str = "./data/llm-exporter.db"
     storage_allow_mixed_sources: bool = False

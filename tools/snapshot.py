@@ -2,7 +2,7 @@
 """Render every Grafana dashboard to a PNG from the dashboards' own PromQL, without Grafana.
 
     python tools/snapshot.py                       # build a simulated stack, write docs/snapshots/<uid>.png
-    python tools/snapshot.py --prometheus-url URL  # render from a running Prometheus (e.g. `make stack`)
+    python tools/snapshot.py --prometheus-url URL  # render from your Prometheus into ./snapshots/ (no Grafana)
     python tools/snapshot.py --workdir DIR         # keep the stack's files in DIR for a look afterwards
 
 The stack (``make snapshot``), all on 127.0.0.1 in a temporary directory:
@@ -1203,7 +1203,8 @@ LIVE_DASHBOARDS = {"llm-exporter"}  # self-metrics (HTTP, scrapes, dedupe...) ex
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "snapshots", help="PNG directory (%(default)s)")
+    parser.add_argument("--out", type=Path, help="PNG directory (default: docs/snapshots for the simulated stack, "
+                        "./snapshots with --prometheus-url, so your data never overwrites the docs' images)")
     parser.add_argument("--days", type=float, default=7, help="days rendered (history: one more) (%(default)s)")
     parser.add_argument("--rate", type=float, default=1.0, help="simulated events per second (%(default)s)")
     parser.add_argument("--live-seconds", type=float, default=120,
@@ -1219,6 +1220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="with --prometheus-url: seconds between samples of backfilled history (default: the "
                              "scrape interval; 300 for `tools/stack.sh --backfill`)")
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = Path("snapshots") if args.prometheus_url else ROOT / "docs" / "snapshots"
 
     began = time.monotonic()
     dashboards = [d for d in load_dashboards() if not args.only or d["uid"] in args.only]
@@ -1264,6 +1267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 end = time.time()
                 window = TimeRange(end - args.days * 86400, end, history_scrape, f"last {args.days:g} days")
                 note = "simulated fleet (scenario default), backfilled history + live exporter"
+            if args.prometheus_url:  # the user's own data: say where it came from, claim nothing more
+                note = f"from {args.prometheus_url}"
             started = time.monotonic()
             queries = render_dashboard(prom, dash, window, out, note)
             total_queries += queries

@@ -13,7 +13,7 @@ import time
 from bisect import bisect_left
 from functools import partial
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from typing import Any, Generator, Iterable, Iterator, Sequence
 
@@ -63,17 +63,21 @@ class LabelCaps:
     clients send. First come, first kept; the kept sets are rebuilt from the store on restart."""
 
     def __init__(self, config: Config, prices: PriceBook) -> None:
+        self.configure(config, prices)
+        self.tenants: set[str] = set()
+        self.customers: dict[str, set[str]] = {}
+        self.combinations: dict[str, set[tuple[str, str, str]]] = {}
+        self.unknown_models: set[str] = set()
+        self.unknown_providers: set[str] = set()
+
+    def configure(self, config: Config, prices: PriceBook) -> None:
+        """The caps and the price table (start-up, or a reload: values already kept stay kept)."""
         self.fixed_tenants = frozenset(config.tenants) if config.auth_required and config.tenants else None
         self.max_tenants = config.limits_max_tenants
         self.max_customers = config.limits_max_customers_per_tenant
         self.max_combinations = config.limits_max_combinations_per_tenant
         self.max_unknown = config.limits_max_unknown_models
         self.prices = prices
-        self.tenants: set[str] = set()
-        self.customers: dict[str, set[str]] = {}
-        self.combinations: dict[str, set[tuple[str, str, str]]] = {}
-        self.unknown_models: set[str] = set()
-        self.unknown_providers: set[str] = set()
 
     def remember(self, tenant: str, customer: str) -> None:
         self.tenants.add(tenant)
@@ -314,6 +318,16 @@ class Aggregator:
         self._dedupe_added: list[tuple[str, float]] = []
         self._dedupe_removed: list[str] = []
         self._last_checkpoint = time.monotonic()
+
+    def reconfigure(self, config: Config, prices: PriceBook) -> None:
+        """Apply a reloaded configuration (see :mod:`exporter.server.reload`): tenants, caps, label
+        length and prices count from the next event on; series already counted keep their labels and
+        values. The ingest window and the dedupe window keep their start-up sizes."""
+        self.config = config
+        self.prices = prices
+        self.limits = replace(self.limits, max_label_length=config.limits_max_label_length)
+        self.caps.configure(config, prices)
+        self._labels = {}  # labels resolve through the price table and the caps
 
     # --- state ------------------------------------------------------------------------------------
     def load(self) -> None:

@@ -109,8 +109,15 @@ DEDUPE_EVICTIONS = MetricSpec("llm_exporter_dedupe_evictions", "counter", ("tena
                               "__other__ is the shared window): reason=age (normal) or size (window too small: "
                               "a retry of an evicted id would count twice).")
 STORE_UP = MetricSpec("llm_exporter_store_up", "gauge", (), "1 when the last state-store write succeeded.")
+# Named as Prometheus names its own (prometheus_config_last_reload_*), so the same alerts apply.
+RELOAD_OK = MetricSpec("llm_exporter_config_last_reload_successful", "gauge", (),
+                       "1 when the last configuration (re)load succeeded; 0: the previous configuration is still "
+                       "in force.")
+RELOAD_TIME = MetricSpec("llm_exporter_config_last_reload_success_timestamp_seconds", "gauge", (),
+                         "Unix time of the last successful configuration (re)load.")
 
 SELF_METRICS: tuple[MetricSpec, ...] = (BUDGET, EVENTS, REJECTIONS, OVERFLOW, UNPRICED, PRICE_TABLE_INFO,
                                         PRICED_MODELS, HTTP_REQUESTS, HTTP_DURATION,
-                                        IN_FLIGHT, BUILD_INFO, DEDUPE_ENTRIES, DEDUPE_EVICTIONS, STORE_UP)
+                                        IN_FLIGHT, BUILD_INFO, DEDUPE_ENTRIES, DEDUPE_EVICTIONS, STORE_UP,
+                                        RELOAD_OK, RELOAD_TIME)
 ALL_METRICS = USAGE_METRICS + SELF_METRICS

@@ -7,8 +7,10 @@ process counter; the usage series, which describe the fleet, are persisted inste
 from __future__ import annotations
 
 import platform
+import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import (CollectorRegistry, Counter, GCCollector, Gauge, Histogram, PlatformCollector,
+                               ProcessCollector, disable_created_metrics)
 
 from .. import __version__
 from . import metrics as m
@@ -42,12 +44,28 @@ class Telemetry:
         self.dedupe_entries = gauge(m.DEDUPE_ENTRIES)
         self.dedupe_evictions = counter(m.DEDUPE_EVICTIONS)
         self.store_up = gauge(m.STORE_UP)
+        self.reload_ok = gauge(m.RELOAD_OK)
+        self.reload_time = gauge(m.RELOAD_TIME)
+        self.config_loaded()  # the start-up load is the first successful one, as in Prometheus
+        # The standard process_* and python_* series every prometheus-client exporter has
+        # (memory, CPU, fds, start time; GC), which dashboards and alerts written for any exporter read.
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
         for label in ("tenant", "customer", "model", "provider", "series"):
             self.overflow.labels(label)
 
     def describe_prices(self, book: PriceBook) -> None:
-        """Where prices come from: the source and its version, the override file if any."""
+        """Where prices come from: the source and its version, the override file if any (a reload
+        replaces the previous description)."""
+        self.price_table_info.clear()
         self.price_table_info.labels("genai-prices", book.version).set(1)
         if book.override_file:
             self.price_table_info.labels(book.override_file, "").set(1)
         self.priced_models.set(book.priced_models)
+
+    def config_loaded(self, ok: bool = True) -> None:
+        """Record a configuration (re)load: its outcome, and the time of the last one that worked."""
+        self.reload_ok.set(1 if ok else 0)
+        if ok:
+            self.reload_time.set(time.time())

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
+import html
+import platform
+import signal
 import time
 from dataclasses import dataclass
 from typing import AsyncIterator, Iterable
@@ -20,9 +24,10 @@ from prometheus_client.registry import Collector
 from prometheus_client.exposition import choose_encoder
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from .. import __version__
 from ..config import Config
 from ..core.aggregate import Aggregator
 from ..core.exposition import FastUsageWriter, UsageCollector
@@ -33,8 +38,12 @@ from ..core.telemetry import Telemetry
 from ..formats import otlp
 from .http import HTTPProblem, MetricsMiddleware, TokenAuth, json_response, problem_response
 from .ingest import EVENTS, OTLP_TRACES, FrontDoor, store_ready
+from .reload import Loader, Reloader, set_budgets
 
 _OM_EOF = b"# EOF\n"
+# Level 1 compresses exposition text ~10x at a fraction of level 9's CPU (prometheus-client's
+# choice); a scrape is latency-bound, not bandwidth-bound.
+GZIP_LEVEL = 1
 CUSTOMER_SORT_KEYS = ("cost_usd", "events", "input_tokens", "output_tokens", "errors", "latest_timestamp", "customer")
 
 
@@ -88,20 +97,63 @@ def build_exporter(config: Config, registry: CollectorRegistry | None = None,
     registry = registry or CollectorRegistry(auto_describe=False)
     registry.register(_RegistryView(self_registry))
     registry.register(UsageCollector(aggregator))
-    for name, tenant in config.tenants.items():
-        if tenant.budget_usd_per_day is not None:
-            telemetry.budget.labels(name).set(tenant.budget_usd_per_day)
     rate_limits = TenantRateLimits({name: t.rate_limit_events_per_second for name, t in config.tenants.items()})
     auth = TokenAuth(config)
     front_door = FrontDoor(config, auth, rate_limits, aggregator, store, telemetry)
-    return Exporter(config, registry, self_registry, telemetry, prices, store, aggregator, auth,
-                    rate_limits, FastUsageWriter(aggregator), front_door)
+    exporter = Exporter(config, registry, self_registry, telemetry, prices, store, aggregator, auth,
+                        rate_limits, FastUsageWriter(aggregator), front_door)
+    set_budgets(exporter, config)
+    return exporter
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an ``Accept-Encoding`` header allows gzip (``gzip``, ``*``; not with ``q=0``)."""
+    for part in accept_encoding.split(","):
+        coding, _, params = part.partition(";")
+        if coding.strip().lower() in ("gzip", "x-gzip", "*"):
+            q = params.strip().lower()
+            if not q.startswith("q=") or q[2:].strip() not in ("0", "0.", "0.0", "0.00", "0.000"):
+                return True
+    return False
+
+
+def wants_html(accept: str) -> bool:
+    """A browser (``text/html`` before any JSON in Accept) rather than an API client (JSON, ``*/*``, nothing)."""
+    accept = accept.lower()
+    html_at, json_at = accept.find("text/html"), accept.find("application/json")
+    return html_at >= 0 and (json_at < 0 or html_at < json_at)
+
+
+def landing_page(links: list[tuple[str, str, str]]) -> str:
+    """The HTML index for browsers: what this is, its version, and where to go."""
+    items = "\n".join(f'<li><a href="{html.escape(href)}">{html.escape(text)}</a> {html.escape(note)}</li>'
+                      for href, text, note in links)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>llm-usage-exporter</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;line-height:1.5}}
+code{{background:#f3f3f3;padding:0 .2em}}</style></head>
+<body><h1>llm-usage-exporter</h1>
+<p>Prometheus exporter for the usage and cost of LLM applications and AI agents.
+Version <code>{html.escape(__version__)}</code> (Python {html.escape(platform.python_version())}).</p>
+<ul>
+{items}
+</ul>
+<p>Send usage events with <code>POST /v1/events</code> or OTLP to <code>POST /v1/otlp/v1/traces</code>;
+the README of the package documents the API, the metrics and every flag
+(<code>llm-usage-exporter --help</code>).</p>
+</body></html>
+"""
 
 
 def create_app(config: Config, registry: CollectorRegistry | None = None, prices: PriceBook | None = None,
-               exporter: Exporter | None = None) -> Starlette:
-    """The ASGI app. The state store is opened and the simulator started in the lifespan."""
+               exporter: Exporter | None = None, reload: Loader | None = None) -> Starlette:
+    """The ASGI app. The state store is opened and the simulator started in the lifespan.
+
+    ``reload`` re-runs the start-up loading (the CLI passes it): then SIGHUP reloads, and so does
+    ``POST /-/reload`` when ``web.enable-lifecycle`` is on."""
     ex = exporter or build_exporter(config, registry, prices)
+    reloader = Reloader(ex, reload) if reload is not None else None
 
     def _scoped_tenant(request: Request) -> str:
         tenant = request.path_params["tenant"]
@@ -141,7 +193,25 @@ def create_app(config: Config, registry: CollectorRegistry | None = None, prices
 
     async def metrics(request: Request) -> Response:
         data, content_type = ex.render_metrics(request.headers.get("accept", ""))
-        return Response(data, media_type=content_type)
+        headers = {"Vary": "Accept-Encoding"}
+        if accepts_gzip(request.headers.get("accept-encoding", "")):  # Prometheus always asks
+            data = gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0)
+            headers["Content-Encoding"] = "gzip"
+        return Response(data, media_type=content_type, headers=headers)
+
+    async def post_reload(request: Request) -> Response:
+        if not config.web_enable_lifecycle:
+            return json_response({"error": "the lifecycle API is off; start with --web.enable-lifecycle "
+                                           "(or send SIGHUP)"}, 403)
+        if reloader is None:
+            return json_response({"error": "this server was not started with a configuration to reload"}, 403)
+        result = reloader.reload()
+        if not result.ok:
+            return json_response({"status": "error", "error": result.error}, 500)
+        return json_response({"status": "success", "restart_needed": list(result.restart_needed)})
+
+    async def version(request: Request) -> Response:
+        return json_response({"version": __version__, "python_version": platform.python_version()})
 
     async def healthz(request: Request) -> Response:
         return json_response({"status": "ok"})
@@ -152,14 +222,27 @@ def create_app(config: Config, registry: CollectorRegistry | None = None, prices
         return json_response({"status": "not ready", "reason": ex.store.last_error}, 503)
 
     async def index(request: Request) -> Response:
-        return json_response({"name": "llm-usage-exporter", "metrics": "/metrics", "ingest": "POST /v1/events",
-                      "otlp": "POST /v1/otlp/v1/traces",
-                      "customers": "/v1/tenants/{tenant}/customers", "errors": "/v1/tenants/{tenant}/errors",
-                      "health": ["/healthz", "/readyz"]})
+        paths = {getattr(route, "path", None) for route in routes}
+        if request.query_params.get("format") != "json" and wants_html(request.headers.get("accept", "")):
+            links = [("/metrics", "/metrics", "Prometheus metrics"),
+                     ("/usage", "/usage", "usage per tenant and day"),
+                     ("/healthz", "/healthz", "liveness"), ("/readyz", "/readyz", "readiness (state store)"),
+                     ("/version", "/version", "version"), ("/?format=json", "API index", "(JSON)")]
+            page = landing_page([link for link in links if link[0].split("?")[0] in paths])
+            return HTMLResponse(page, headers={"Vary": "Accept"})
+        index = {"name": "llm-usage-exporter", "version": __version__, "metrics": "/metrics",
+                 "ingest": "POST /v1/events", "otlp": "POST /v1/otlp/v1/traces",
+                 "customers": "/v1/tenants/{tenant}/customers", "errors": "/v1/tenants/{tenant}/errors",
+                 "health": ["/healthz", "/readyz"], "version_info": "/version", "reload": "POST /-/reload"}
+        if "/usage" in paths:
+            index["usage"] = "/usage"
+        return json_response(index, headers={"Vary": "Accept"})
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         ex.aggregator.load()
+        if reloader is not None:  # the CLI's server: the event loop runs in the main thread
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reloader.reload)
         task = None
         if config.simulator_enabled:
             from ..demo.simulator import run_live_simulator
@@ -172,6 +255,8 @@ def create_app(config: Config, registry: CollectorRegistry | None = None, prices
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if reloader is not None:
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             with contextlib.suppress(StoreUnavailable):
                 ex.aggregator.checkpoint()  # a faster next start; the log alone would be enough
                 if ex.aggregator.customers:  # Prometheus holds samples up to now: `import` starts after them
@@ -187,6 +272,8 @@ def create_app(config: Config, registry: CollectorRegistry | None = None, prices
         Route("/metrics", metrics),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/version", version),
+        Route("/-/reload", post_reload, methods=["POST", "PUT"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.exporter = ex

@@ -4,8 +4,8 @@
 #   docker run --rm -p 9477:9477 -v llm-exporter-data:/data llm-usage-exporter
 #
 # The default command runs the built-in simulator with auth off, so the image shows data on
-# its own; for real traffic pass your own flags, e.g.
-#   docker run ... llm-usage-exporter --config.file=/etc/llm-exporter/config.yaml
+# its own; it keeps that simulated state in /data/demo.db. For real traffic pass your own flags, e.g.
+#   docker run ... llm-usage-exporter --config.file=/etc/llm-exporter/config.yaml --storage.path=/data/llm-exporter.db
 # Every flag can also be set with an LLM_EXPORTER_* environment variable.
 
 # Pinned to an exact patch release (bump on purpose, not by accident).
@@ -49,4 +49,4 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=15s --retries=3 \
   CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:9477/healthz', timeout=4).status == 200 else 1)"]
 
 ENTRYPOINT ["llm-usage-exporter"]
-CMD ["--simulator.enabled=true", "--web.listen-address=:9477", "--storage.path=/data/llm-exporter.db", "--auth.mode=off"]
+CMD ["--simulator.enabled=true", "--web.listen-address=:9477", "--storage.path=/data/demo.db", "--auth.mode=off"]

@@ -161,7 +161,7 @@ def test_dockerfile_entrypoint_healthcheck_and_default_command() -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
     assert "llm-usage-exporter" in scripts, "ENTRYPOINT names a console script pyproject.toml does not define"
     (cmd,) = dockerfile_instructions("CMD")
-    for flag in ("--simulator.enabled=true", "--web.listen-address=:9477", "--storage.path=/data/llm-exporter.db",
+    for flag in ("--simulator.enabled=true", "--web.listen-address=:9477", "--storage.path=/data/demo.db",
                  "--auth.mode=off"):
         assert f'"{flag}"' in cmd
     (healthcheck,) = dockerfile_instructions("HEALTHCHECK")

@@ -179,8 +179,10 @@ def test_installed_wheel_runs_the_image_command_healthcheck_and_loadgen(server: 
 
         report = _run(server.bin / "llm-usage-exporter", "loadgen", "--url", process.url, "--duration", "1", "--rate", "500",
                       "--batch", "50", "--concurrency", "1", "--json", cwd=server.workdir).stdout
-        assert json.loads(report)["non_2xx"] == 0
-        assert _sum(process.metrics_text(), "llm_exporter_events_total", source="api", result="accepted") > 0
+        load = json.loads(report)
+        assert load["non_2xx"] == 0 and load["accepted"] > 0, load
+        accepted = _sum(process.metrics_text(), "llm_exporter_events_total", source="api", result="accepted")
+        assert accepted == load["accepted"], (accepted, load)
 
 
 def test_installed_wheel_backfills_and_checks_the_example_config(server: Installed) -> None:

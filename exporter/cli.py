@@ -43,6 +43,22 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate the configuration and price table, then exit")
     _add_option_flags(check)
 
+    prices = sub.add_parser("prices", help="show a model's prices, or explain one request's cost")
+    prices_sub = prices.add_subparsers(dest="prices_command", metavar="ACTION", required=True)
+    for name, text in (("show", "the model the name resolves to and its prices"),
+                       ("explain", "each cost component of one request and the total")):
+        action = prices_sub.add_parser(name, help=text)
+        _add_option_flags(action)
+        action.add_argument("model")
+        action.add_argument("--provider", help="provider label (gen_ai.provider.name), e.g. aws.bedrock")
+        if name == "explain":
+            for flag in ("input", "output", "cache-read", "cache-write", "cache-write-1h", "reasoning",
+                         "audio-input", "audio-output"):
+                action.add_argument(f"--{flag}", type=int, default=0, metavar="N", help=f"{flag} tokens")
+            action.add_argument("--service-tier", default="default", help="default, flex, batch, priority")
+            action.add_argument("--operation", default="chat", help="operation (billing rules may depend on it)")
+            action.add_argument("--at", help="date or RFC 3339 time the request was made (default: now)")
+
     backfill = sub.add_parser("backfill", help="simulate past days into Prometheus TSDB blocks (and the state store)")
     _add_option_flags(backfill)
     backfill.add_argument("--days", type=float, default=30, help="days of history to create (default 30)")
@@ -267,6 +283,37 @@ def serve(args: argparse.Namespace, config: Config, prices: PriceBook) -> int:
     return 0
 
 
+def prices_command(args: argparse.Namespace, prices: PriceBook) -> int:
+    from datetime import UTC, datetime
+
+    from .core.pricing.explain import explain, show
+
+    if args.prices_command == "show":
+        print(show(prices, args.model, args.provider))
+        return 0 if prices.resolve(args.model, args.provider) else 1
+    at = None
+    if args.at:
+        try:
+            parsed = datetime.fromisoformat(args.at.replace("Z", "+00:00"))
+        except ValueError:
+            print(f"llm-usage-exporter: --at {args.at!r} is not a date or RFC 3339 time", file=sys.stderr)
+            return 2
+        at = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+    fields = {"input_tokens": args.input, "output_tokens": args.output, "cache_read_tokens": args.cache_read,
+              "cache_write_tokens": args.cache_write, "cache_write_1h_tokens": args.cache_write_1h,
+              "reasoning_tokens": args.reasoning, "audio_input_tokens": args.audio_input,
+              "audio_output_tokens": args.audio_output}
+    from .core.events import token_part_violations
+
+    problems = token_part_violations(fields.__getitem__)
+    if any(value < 0 for value in fields.values()) or problems:
+        print(f"llm-usage-exporter: {problems[0].message if problems else 'token counts must be >= 0'}",
+              file=sys.stderr)
+        return 2
+    print(explain(prices, args.model, fields, args.service_tier, at, args.provider, args.operation))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -282,6 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"configuration OK: {len(config.tenants)} tenant(s), auth "
               f"{'required' if config.auth_required else 'off'}")
         return 0
+    if args.command == "prices":
+        return prices_command(args, prices)
     if args.command == "backfill":
         return backfill_command(args, config, prices)
     if args.command == "import":

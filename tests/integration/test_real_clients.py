@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import anthropic
-import httpx
 import openai
 import pytest
 from genai_prices import extract_usage
@@ -39,8 +39,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.client import UsageClient
+from exporter.core.events import normalize_service_tier
 from exporter.formats.otlp import PATH, spans_to_events
 from fakevendor import FakeVendor, fixture
+from groundtruth import expected_cost
 from harness import ExporterProcess
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the fixtures' dated model ids
@@ -95,12 +97,19 @@ def counted(exporter: ExporterProcess, tenant: str) -> dict[str, float]:
     totals = {field: sum(s.value for s in samples if s.name == name and s.labels.get("token_type") == kind)
               for field, (name, kind) in COUNTERS.items()}
     totals["requests"] = sum(s.value for s in samples if s.name == "llm_requests_total")
+    totals["cost_usd"] = sum(s.value for s in samples if s.name == "llm_cost_usd_total")
     return totals
 
 
-def expected_counters(rows: list[dict[str, int]]) -> dict[str, float]:
+def expected_counters(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Token sums by hand; cost from genai-prices' own calculator on each call (rows need ``model``,
+    ``provider`` and, where the call had one, ``service_tier``)."""
     totals: dict[str, float] = {field: sum(row[field] for row in rows) for field in COUNTERS}
     totals["requests"] = len(rows)
+    totals["cost_usd"] = pytest.approx(sum(
+        0.0 if row.get("operation") == "agent_run" else expected_cost(
+            {**row, "timestamp": time.time(), "service_tier": normalize_service_tier(row.get("service_tier"))})
+        for row in rows), rel=1e-9)
     return totals
 
 
@@ -148,7 +157,11 @@ def test_sdk_helpers_record_what_the_vendor_reported(vendor, exporter):
         "/v1/messages"] * 2 + [":generateContent"]
     sent = [truth(path, vendor.documents[path]) for path in paths]
     assert sent == [CHAT, CHAT, RESPONSES, RESPONSES, EMBEDDING, MESSAGE, MESSAGE, GEMINI_USAGE]  # hand = genai-prices
-    assert counted(exporter, "sdk-helpers") == expected_counters(sent)
+    calls = [("openai", CHAT_MODEL, "default")] * 2 + [("openai", RESPONSES_MODEL, "flex")] * 2 + [
+        ("openai", EMBEDDING_MODEL, None)] + [("anthropic", CLAUDE, "standard")] * 2 + [("gcp.gemini", GEMINI, None)]
+    rows = [{**usage, "provider": provider, "model": model, "service_tier": tier}
+            for usage, (provider, model, tier) in zip(sent, calls)]
+    assert counted(exporter, "sdk-helpers") == expected_counters(rows)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -313,7 +326,24 @@ def test_instrumentation_spans_through_otlp(name, vendor, exporter):
 
     events, _skipped = spans_to_events(encode_spans(memory.get_finished_spans()))
     assert order([shape(e) for e in events]) == order(expected)
-    requests = [row for row in expected]
-    assert counted(exporter, f"otlp-{name}") == expected_counters(requests)
-    response = httpx.get(exporter.url + "/metrics")
-    assert response.status_code == 200
+    rows = [{**row, "provider": "anthropic" if row["model"] == CLAUDE else "openai"} for row in expected]
+    assert counted(exporter, f"otlp-{name}") == expected_counters(rows)
+
+
+def test_double_instrumentation_in_separate_requests_counts_each_call_once(vendor, exporter):
+    """Span by span export (SimpleSpanProcessor): OpenLLMetry's and the SDK's spans of one call arrive
+    in different requests; the vendor's response id makes the second one a duplicate."""
+    provider = TracerProvider(resource=Resource.create({"tenant.id": "otlp-double-apart", "customer.id": "c1"}))
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=exporter.url + PATH)))
+    duplicates = counted_duplicates(exporter)
+    run_both_on_anthropic(vendor, provider)
+    provider.shutdown()
+    totals = counted(exporter, "otlp-double-apart")
+    assert (totals["requests"], totals["input_tokens"], totals["cache_write_tokens"]) == (2, 2 * 1679, 2 * 188)
+    assert counted_duplicates(exporter) - duplicates == 2
+
+
+def counted_duplicates(exporter: ExporterProcess) -> float:
+    return sum(sample.value for family in text_string_to_metric_families(exporter.metrics_text())
+               for sample in family.samples if sample.name == "llm_exporter_events_total"
+               and sample.labels.get("source") == "otlp" and sample.labels.get("result") == "duplicate")

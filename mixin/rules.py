@@ -295,6 +295,7 @@ def alert_groups(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     # ---- exporter ---------------------------------------------------------------
     down = a["LLMExporterDown"]
     rej = a["LLMExporterHighRejectionRatio"]
+    refused = a["LLMExporterRequestsRefused"]
     events = metrics.EVENTS.exposed_name
     rejected = 'result="rejected"'
     exporter_rules = [
@@ -324,6 +325,19 @@ def alert_groups(cfg: dict[str, Any]) -> list[dict[str, Any]]:
             "{{ $value | humanizePercentage }} of the events from source {{ $labels.source }} "
             "were rejected over the last 15m (threshold %s). Their usage and cost are missing."
             % percent(rej["ratio"]),
+        ),
+        alert(
+            cfg,
+            "LLMExporterRequestsRefused",
+            r.sum_rate("tenant, reason", metrics.REJECTIONS.exposed_name, "15m",
+                       'reason=~"%s"' % "|".join(metrics.REQUEST_REFUSAL_REASONS))
+            + f" >= {number(refused['min_refused_per_second'])}\n",
+            refused["for"],
+            "warning",
+            "A client's requests are refused as a whole by the exporter.",
+            "{{ printf \"%%.2g\" $value }} requests/s {{ with $labels.tenant }}of tenant {{ . }}{{ else }}from "
+            "clients not yet identified{{ end }} were refused with reason {{ $labels.reason }} over the last "
+            "15m (threshold %s/s). Nothing in them was counted." % number(refused["min_refused_per_second"]),
         ),
         alert(
             cfg,

@@ -21,6 +21,7 @@ from mixin.promql import MAX_DURATION_BUCKET, MAX_TTFT_BUCKET
 ALERT_NAMES = (
     "LLMExporterDown",
     "LLMExporterHighRejectionRatio",
+    "LLMExporterRequestsRefused",
     "LLMUnpricedModel",
     "LLMExporterCardinalityOverflow",
     "LLMTenantSilent",
@@ -163,6 +164,8 @@ def validate(cfg: Any) -> list[str]:
     if "LLMExporterHighRejectionRatio" in present:
         positive("LLMExporterHighRejectionRatio.ratio", 1)
         positive("LLMExporterHighRejectionRatio.min_event_rate")
+    if "LLMExporterRequestsRefused" in present:
+        positive("LLMExporterRequestsRefused.min_refused_per_second")
     if "LLMTenantSilent" in present:
         duration("LLMTenantSilent.silent_for")
         positive("LLMTenantSilent.min_requests_1d")

@@ -48,7 +48,7 @@ class IngestResult:
     # Accepted events counted with a caveat (unknown model priced at $0, unknown service tier priced
     # at the default tier): same shape as ``errors``, ``[{index, id, field, message}]``.
     warnings: list[dict[str, Any]] = field(default_factory=list)
-    rejection_reasons: list[str] = field(default_factory=list)
+    rejection_reasons: list[tuple[str, Any]] = field(default_factory=list)  # (reason, raw tenant)
 
     def warn(self, index: int, event_id: str | None, field_name: str, message: str) -> None:
         self.warnings.append({"index": index, "id": event_id, "field": field_name, "message": message})
@@ -77,6 +77,7 @@ class LabelCaps:
         self.max_customers = config.limits_max_customers_per_tenant
         self.max_combinations = config.limits_max_combinations_per_tenant
         self.max_unknown = config.limits_max_unknown_models
+        self.max_label_length = config.limits_max_label_length
         self.prices = prices
 
     def remember(self, tenant: str, customer: str) -> None:
@@ -92,6 +93,15 @@ class LabelCaps:
             return value
         overflow.append("tenant")
         return OTHER
+
+    def tenant_of_rejection(self, value: Any) -> str:
+        """The tenant label of a rejection self-metric: decided like an accepted event's (so the label
+        stays within the same cap), ``__other__`` for a value no event could carry, "" for none."""
+        if value is None:
+            return ""
+        if not isinstance(value, str) or not value.strip() or len(value) > self.max_label_length:
+            return OTHER
+        return self.tenant(value, [])
 
     def customer(self, tenant: str, value: str, overflow: list[str]) -> str:
         seen = self.customers.get(tenant)
@@ -468,7 +478,8 @@ class Aggregator:
                 continue
             yield index, None
             result.rejected += 1
-            result.rejection_reasons.append(_rejection_reason(event))  # type: ignore[arg-type]
+            result.rejection_reasons.append((_rejection_reason(event),  # type: ignore[arg-type]
+                                             raw.get("tenant") if isinstance(raw, dict) else None))
             event_id = raw.get("id") if isinstance(raw, dict) else None
             for error in event:  # type: ignore[union-attr]
                 result.errors.append({"index": index, "id": event_id if isinstance(event_id, str) else None,
@@ -668,8 +679,8 @@ class Aggregator:
                                    ("rejected", result.rejected)):
             if count:
                 t.events.labels(source, result_name).inc(count)
-        for reason in result.rejection_reasons:
-            t.rejections.labels(reason).inc()
+        for reason, tenant in result.rejection_reasons:
+            t.rejections.labels(reason, self.caps.tenant_of_rejection(tenant)).inc()
         for label in overflow:
             t.overflow.labels(label).inc()
         for model in unpriced:

@@ -83,8 +83,13 @@ USAGE_BY_NAME = {spec.name: spec for spec in USAGE_METRICS}
 BUDGET = MetricSpec("llm_budget_limit_usd", "gauge", ("tenant",), "Configured daily budget per tenant in USD.")
 EVENTS = MetricSpec("llm_exporter_events", "counter", ("source", "result"),
                     "Events received by source (api, simulator, backfill) and result (accepted, duplicate, rejected).")
-REJECTIONS = MetricSpec("llm_exporter_rejections", "counter", ("reason",),
-                        "Rejections by reason: one per rejected event, or one per request refused as a whole.")
+REJECTIONS = MetricSpec("llm_exporter_rejections", "counter", ("reason", "tenant"),
+                        "Rejections by reason: one per rejected event, or one per request refused as a whole; "
+                        "tenant is the caller's (or the batch's) when known, capped like the usage series' "
+                        "tenant label, empty when unknown.")
+# Reasons of whole requests refused at the front door (the others are per-event).
+REQUEST_REFUSAL_REASONS = ("bad_request", "unauthenticated", "forbidden", "too_large", "unsupported_media_type",
+                           "rate_limited", "store_unavailable")
 OVERFLOW = MetricSpec("llm_exporter_overflow", "counter", ("label",),
                       "Events whose label value was replaced by __other__ because the label (or, for "
                       "label=series, the tenant's customer/model/provider combinations) hit its cap.")

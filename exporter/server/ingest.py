@@ -4,7 +4,7 @@ Every ingest route is ``decode`` (bytes + content type → a :class:`Batch` of r
 part that differs per format) followed by :meth:`FrontDoor.submit`, which applies the request rules
 once for all formats, in this order: batch limit (413), tenant check (403), tenant rate limits
 (429), store health (503, nothing counted), then the one ingest function,
-:meth:`Aggregator.ingest` (in its stepwise form, see :class:`FrontDoor` on fairness). Refusals are counted in ``llm_exporter_rejections_total{reason}``.
+:meth:`Aggregator.ingest` (in its stepwise form, see :class:`FrontDoor` on fairness). Refusals are counted in ``llm_exporter_rejections_total{reason,tenant}``.
 A new format is one decoder plus one :class:`Format` entry in the route table.
 """
 
@@ -249,11 +249,22 @@ class FrontDoor:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self.decoders, self.decode, fmt, body, content_type, caller, now)
 
+    def refused_tenant(self, caller: str | None, batch: Batch | None) -> str:
+        """Whom a refused request belongs to, for the rejection counter and its alert: the caller's
+        tenant, else the tenant most of the decoded batch names (capped: ``__other__`` unless the
+        tenant is already kept), else "" (refused before anyone could be told apart)."""
+        if caller is not None:
+            return caller
+        counts = batch.tenant_counts() if batch is not None else {}
+        return self.aggregator.caps.tenant_of_rejection(max(counts, key=counts.__getitem__)) if counts else ""
+
     def route(self, path: str, fmt: Format) -> Route:
         """``POST path`` for ``fmt``: auth, body, decode, submit, respond."""
 
         async def endpoint(request: Request) -> Response:
             content_type = request.headers.get("content-type", "")
+            caller: str | None = None
+            batch: Batch | None = None
             try:
                 caller = self.auth.tenant_for(request)
                 body = await read_body(request, self.config.web_max_body_bytes)
@@ -263,7 +274,7 @@ class FrontDoor:
                 del body  # the decoded batch is all that is needed from here on
                 result = await self.submit(batch, caller, fmt.source, now)
             except HTTPProblem as exc:
-                self.telemetry.rejections.labels(exc.reason).inc()
+                self.telemetry.rejections.labels(exc.reason, self.refused_tenant(caller, batch)).inc()
                 return problem_response(exc)
             except ClientDisconnect:
                 return Response(status_code=400)

@@ -103,8 +103,8 @@ def test_bad_requests_leave_counters_untouched(tmp_path):
             assert response.status_code == status, response.text
         text = exporter.metrics_text()
         assert "llm_requests_total{" not in text
-        assert 'llm_exporter_rejections_total{reason="bad_request"} 2.0' in text
-        assert 'llm_exporter_rejections_total{reason="too_large"} 1.0' in text
+        assert 'llm_exporter_rejections_total{reason="bad_request",tenant=""} 2.0' in text
+        assert 'llm_exporter_rejections_total{reason="too_large",tenant=""} 1.0' in text
 
 
 def test_foreign_and_missing_tokens_over_real_http(tmp_path):

@@ -64,7 +64,8 @@ def test_rejected_event_does_not_spoil_the_batch_and_its_id_stays_usable():
     assert (result.accepted, result.rejected) == (2, 2)
     assert [(e["index"], e["id"], e["field"]) for e in result.errors] == [(1, "b", "input_tokens"), (2, None, "")]
     assert ex.aggregator.ingest([ev(id="b")], "api").accepted == 1, "a rejected id may be sent again, fixed"
-    assert sample(ex, "llm_exporter_rejections_total", reason="invalid_field") == 2
+    assert sample(ex, "llm_exporter_rejections_total", reason="invalid_field", tenant="acme") == 1
+    assert sample(ex, "llm_exporter_rejections_total", reason="invalid_field", tenant="") == 1, "junk has no tenant"
 
 
 def test_customer_cap_folds_into_other_and_counts_overflow():

@@ -105,7 +105,8 @@ def test_body_and_batch_limits():
         response = post(c, None, body=b'{"events": [' + b" " * 2001 + b"]}")
         assert response.status_code == 413 and "limit of 2000 bytes" in response.json()["error"]
         assert post(c, [ev() for _ in range(3)]).json()["accepted"] == 3
-    assert sample(ex, "llm_exporter_rejections_total", reason="too_large") == 3
+    assert sample(ex, "llm_exporter_rejections_total", reason="too_large", tenant="") == 2
+    assert sample(ex, "llm_exporter_rejections_total", reason="too_large", tenant="acme") == 1
 
 
 @pytest.mark.parametrize(("headers", "status"), [
@@ -209,5 +210,5 @@ def test_rate_limit_per_tenant_returns_429_with_retry_after_and_spares_others():
         refused = post(c, [ev() for _ in range(5)])
         assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
         assert post(c, [ev(tenant="globex") for _ in range(50)]).json()["accepted"] == 50
-    assert sample(ex, "llm_exporter_rejections_total", reason="rate_limited") == 1
+    assert sample(ex, "llm_exporter_rejections_total", reason="rate_limited", tenant="acme") == 1
     assert sample(ex, "llm_exporter_events_total", source="api", result="accepted") == 60

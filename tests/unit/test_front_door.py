@@ -174,7 +174,7 @@ def test_rate_limits_apply_to_every_format_alike():
         assert first.status_code == 200
         assert all(r.status_code == 429 and int(r.headers["Retry-After"]) >= 1 for r in second.values()), table[fmt]
         assert spared.status_code == 200
-        assert sample(ex, "llm_exporter_rejections_total", reason="rate_limited") == len(FORMATS)
+        assert sample(ex, "llm_exporter_rejections_total", reason="rate_limited", tenant="acme") == len(FORMATS)
     print("\nrate limit table (acme 5/s, burst 10): burst of 10 via <row>, then 5 more via each column",
           *(f"{fmt:>14}: {row}" for fmt, row in table.items()), sep="\n")
 

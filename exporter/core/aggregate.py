@@ -48,7 +48,8 @@ class IngestResult:
     # Accepted events counted with a caveat (unknown model priced at $0, unknown service tier priced
     # at the default tier): same shape as ``errors``, ``[{index, id, field, message}]``.
     warnings: list[dict[str, Any]] = field(default_factory=list)
-    rejection_reasons: list[tuple[str, Any]] = field(default_factory=list)  # (reason, raw tenant)
+    rejection_reasons: list[str] = field(default_factory=list)
+    rejected_tenants: list[Any] = field(default_factory=list)  # the raw tenant of each rejection, for its label
 
     def warn(self, index: int, event_id: str | None, field_name: str, message: str) -> None:
         self.warnings.append({"index": index, "id": event_id, "field": field_name, "message": message})
@@ -478,8 +479,8 @@ class Aggregator:
                 continue
             yield index, None
             result.rejected += 1
-            result.rejection_reasons.append((_rejection_reason(event),  # type: ignore[arg-type]
-                                             raw.get("tenant") if isinstance(raw, dict) else None))
+            result.rejection_reasons.append(_rejection_reason(event))  # type: ignore[arg-type]
+            result.rejected_tenants.append(raw.get("tenant") if isinstance(raw, dict) else None)
             event_id = raw.get("id") if isinstance(raw, dict) else None
             for error in event:  # type: ignore[union-attr]
                 result.errors.append({"index": index, "id": event_id if isinstance(event_id, str) else None,
@@ -679,7 +680,7 @@ class Aggregator:
                                    ("rejected", result.rejected)):
             if count:
                 t.events.labels(source, result_name).inc(count)
-        for reason, tenant in result.rejection_reasons:
+        for reason, tenant in zip(result.rejection_reasons, result.rejected_tenants):
             t.rejections.labels(reason, self.caps.tenant_of_rejection(tenant)).inc()
         for label in overflow:
             t.overflow.labels(label).inc()

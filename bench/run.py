@@ -50,7 +50,7 @@ from bench.httpload import Connection, post_load, scrape  # noqa: E402
 from bench.shapes import UNIFORM, ZIPF, Generator, Shape, for_run  # noqa: E402
 from exporter.config import load_config  # noqa: E402
 from exporter.core import events as events_module  # noqa: E402
-from exporter.core.pricing import ModelPrice  # noqa: E402
+from exporter.core import pricing as pricing_module  # noqa: E402
 from exporter.demo.simulator import Simulator, load_scenario  # noqa: E402
 from exporter.server.app import build_exporter  # noqa: E402
 from harness import ExporterProcess, ServerProcess  # noqa: E402
@@ -213,14 +213,16 @@ def bench_stages(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         agg.checkpoint_every = float("inf")  # checkpoints are measured on their own below
         clock = StageClock()
         prices = agg.prices
-        original_cost = ModelPrice.cost_micros
-        ModelPrice.cost_micros = clock.wrap("price", original_cost)  # type: ignore[method-assign]
+        model_price = getattr(pricing_module, "ModelPrice", None)  # the per-model price object, if any
+        original_cost = getattr(model_price, "cost_micros", None)
+        if original_cost is not None:
+            model_price.cost_micros = clock.wrap("price", original_cost)
         # Instance attributes shadow the methods ingest calls; a name another change removed is skipped.
-        for obj, attr, name in ((prices, "lookup", "price"), (agg.store, "append", "persist"),
+        for obj, attr, name in ((prices, "lookup", "price"), (prices, "cost", "price"), (prices, "sku_micros", "price"),
+                                (agg.store, "append", "persist"),
                                 (agg, "_record", "aggregate: _record (deltas)"),
                                 (agg, "_apply", "aggregate: _apply (merge)"), (agg, "_count", "aggregate: self-metrics"),
-                                (agg.dedupe, "plan_evictions", "aggregate: dedupe"),
-                                (agg.dedupe, "apply", "aggregate: dedupe")):
+                                (agg.dedupe, "add", "aggregate: dedupe")):
             if callable(getattr(obj, attr, None)):
                 setattr(obj, attr, clock.wrap(name, getattr(obj, attr)))
         from starlette.responses import Response
@@ -248,7 +250,8 @@ def bench_stages(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             agg.checkpoint()
             checkpoint_s = perf() - start
         finally:
-            ModelPrice.cost_micros = original_cost  # type: ignore[method-assign]
+            if original_cost is not None:
+                model_price.cost_micros = original_cost
             ex.store.close()
         events = count * batch
         wrapped_calls = sum(clock.calls.values())
@@ -404,7 +407,7 @@ def _bytes_per_series_and_id(args: argparse.Namespace) -> dict[str, Any]:
     events = events_module.decode_batch(body, now, events_module.Limits(max_label_length=128))
     assert events is not None
     ex = exporter_in_process()
-    ex.aggregator.dedupe.max_entries = 0  # ids measured on their own below
+    ex.aggregator.dedupe.max_total = 0  # ids are measured on their own below
     tracemalloc.start()
     for i in range(0, len(events), 1000):
         ex.aggregator.ingest_valid(events[i:i + 1000], "api", now)
@@ -413,8 +416,8 @@ def _bytes_per_series_and_id(args: argparse.Namespace) -> dict[str, Any]:
     tracemalloc.stop()
     series = _count_samples(ex.render_metrics("")[0].decode())
     window = exporter_in_process().aggregator.dedupe
-    tracemalloc.start()
-    window.apply(((f"tenant-1\x00RUN0001-{i}", now) for i in range(200_000)), [])
+    tracemalloc.start()  # the key strings count: the window holds them
+    window.add(now, {f"tenant-1\x00RUN0001-{i}": now for i in range(200_000)})
     per_id = tracemalloc.get_traced_memory()[0] / 200_000
     tracemalloc.stop()
     return {"bytes_per_exposed_sample": round(heap / series), "exposed_samples_measured": series,
@@ -446,7 +449,7 @@ def memory_child(total: int, shape: Shape, tmp: Path) -> None:
                           "seconds": round(time.perf_counter() - start, 1)})
     series = sum(len(v) for v in agg.series.values())
     print(json.dumps({"events": total, "series": series, "curve": curve, "shape": shape.name,
-                      "dedupe_max_entries": agg.dedupe.max_entries,
+                      "dedupe_max_entries": agg.dedupe.max_total,
                       "ingest_valid_eps": total / (time.perf_counter() - start)}))
 
 

@@ -251,17 +251,6 @@ class DedupeWindows:
         return added, evicted, counts
 
 
-def _merge(kind: str, old: Any, delta: Any) -> Any:
-    """Fold a delta into a stored value: counters add, gauges keep the max, histograms add per bucket."""
-    if old is None:
-        return delta
-    if kind == "histogram":
-        return [a + b for a, b in zip(old, delta)]
-    if kind == "gauge":
-        return max(old, delta)
-    return old + delta
-
-
 def _histogram(buckets: tuple[float, ...], values: list[float]) -> list[Any]:
     """[sum, count per bucket..., count above the last bound] of ``values``."""
     counts: list[Any] = [0] * (len(buckets) + 2)
@@ -322,7 +311,7 @@ class Aggregator:
         self.meta: dict[str, Any] = {}
         self.checkpoint_every = checkpoint_every
         self._labels: dict[tuple[Any, ...], tuple[str, str, str, str, tuple[str, ...], Schedule | None]] = {}
-        self._dirty_series: set[tuple[str, tuple[str, ...]]] = set()
+        self._dirty_series: dict[str, set[tuple[str, ...]]] = {spec.name: set() for spec in m.USAGE_METRICS}
         self._dirty_customers: set[tuple[str, str]] = set()
         self._dirty_daily: set[tuple[str, int, str]] = set()
         self._daily_horizon = 0
@@ -369,18 +358,50 @@ class Aggregator:
             self.checkpoint()
 
     def _apply(self, record: dict[str, Any], replay: bool = False) -> None:
-        """Fold one log record (deltas, customers, dedupe keys) into memory."""
-        series = self.series
-        for metric, labels, delta in record["s"]:
-            key = tuple(labels)
+        """Fold one log record (deltas, customers, daily rows, dedupe keys) into memory.
+
+        Hot path: a high-cardinality batch of 500 events carries ~2,000 series deltas, so the merge
+        is specialised per metric kind (no call per series) and dirty keys are kept per metric
+        (no (metric, key) tuple per series)."""
+        deltas = record["s"]
+        if type(deltas) is list:  # a log row written before deltas were grouped by metric
+            grouped: dict[str, list[Any]] = {}
+            for metric, labels, delta in deltas:
+                grouped.setdefault(metric, []).append((labels, delta))
+            deltas = grouped
+        series, dirty = self.series, self._dirty_series
+        for metric, items in deltas.items():
+            if replay or type(items[0][0]) is not tuple:  # JSON gives lists; keys must be tuples
+                items = [(tuple(labels), delta) for labels, delta in items]
             store = series[metric]
-            store[key] = _merge(_KINDS[metric], store.get(key), delta)
-            self._dirty_series.add((metric, key))
+            get = store.get
+            kind = _KINDS[metric]
+            if kind == "counter":
+                for key, delta in items:
+                    store[key] = get(key, 0) + delta
+            elif kind == "histogram":
+                for key, delta in items:
+                    old = get(key)
+                    store[key] = delta if old is None else [a + b for a, b in zip(old, delta)]
+            else:  # gauges keep the max
+                for key, delta in items:
+                    old = get(key)
+                    store[key] = delta if old is None or delta > old else old
+            dirty[metric].update([key for key, _ in items])
+        customers = self.customers
         for tenant, customer, delta in record["c"]:
             key = (tenant, customer)
-            old = self.customers.get(key)
-            self.customers[key] = delta if old is None else [
-                *(a + b for a, b in zip(old[:_LATEST], delta[:_LATEST])), max(old[_LATEST], delta[_LATEST])]
+            old = customers.get(key)
+            if old is None:
+                customers[key] = list(delta)
+            else:  # in place: one row per customer per request
+                old[_EVENTS] += delta[_EVENTS]
+                old[_INPUT] += delta[_INPUT]
+                old[_OUTPUT] += delta[_OUTPUT]
+                old[_COST] += delta[_COST]
+                old[_ERRORS] += delta[_ERRORS]
+                if delta[_LATEST] > old[_LATEST]:
+                    old[_LATEST] = delta[_LATEST]
             self._dirty_customers.add(key)
         daily = self.daily
         for tenant, day, customer, delta in record.get("d", ()):
@@ -408,18 +429,20 @@ class Aggregator:
     def checkpoint(self) -> None:
         """Write the series and customers touched since the last checkpoint; fold the log away."""
         horizon = self._prune_daily()
-        if not (self._dirty_series or self._dirty_customers or self._dirty_daily or self._dedupe_added
-                or self._dedupe_removed or horizon is not None):
+        if not (any(self._dirty_series.values()) or self._dirty_customers or self._dirty_daily
+                or self._dedupe_added or self._dedupe_removed or horizon is not None):
             return
         self.store.checkpoint(Checkpoint(
             upto_seq=self.store.last_seq,
-            series=[(metric, key, self.series[metric][key]) for metric, key in self._dirty_series],
+            series=[(metric, key, self.series[metric][key]) for metric, keys in self._dirty_series.items()
+                    for key in keys],
             customers=[(key, self.customers[key]) for key in self._dirty_customers],
             daily=[(key, self.daily[key]) for key in self._dirty_daily],
             daily_before=horizon,
             dedupe_add=[(k, t) for k, t in self._dedupe_added if k in self.dedupe],
             dedupe_remove=[k for k in self._dedupe_removed if k not in self.dedupe]))
-        self._dirty_series.clear()
+        for keys in self._dirty_series.values():
+            keys.clear()
         self._dirty_customers.clear()
         self._dirty_daily.clear()
         self._dedupe_added.clear()
@@ -619,17 +642,23 @@ class Aggregator:
             old = series.get(key)
             series[key] = hist if old is None else [a + b for a, b in zip(old, hist)]
 
+        # The series every group touches, bound once: a high-cardinality batch has a group per event.
+        requests, tokens, cost = deltas[m.REQUESTS.name], deltas[m.TOKENS.name], deltas[m.COST.name]
         for (tenant, customer, model, provider, operation, status, error_type), acc in groups.items():
             n = acc[_N]
-            add(m.REQUESTS.name, (tenant, customer, model, provider, operation, status), n)
+            key = (tenant, customer, model, provider, operation, status)
+            requests[key] = requests.get(key, 0) + n
             if status == "error":
                 add(m.ERRORS.name, (tenant, model, provider, operation, error_type), n)
-            add(m.TOKENS.name, (tenant, customer, model, provider, "input"), acc[_IN])
-            add(m.TOKENS.name, (tenant, customer, model, provider, "output"), acc[_OUT])
+            key = (tenant, customer, model, provider, "input")
+            tokens[key] = tokens.get(key, 0) + acc[_IN]
+            key = (tenant, customer, model, provider, "output")
+            tokens[key] = tokens.get(key, 0) + acc[_OUT]
             for token_type, slot in (("cache_read", _CR), ("cache_write", _CW), ("reasoning", _RS)):
                 if acc[slot]:
                     add(m.TOKEN_DETAILS.name, (tenant, model, provider, token_type), acc[slot])
-            add(m.COST.name, (tenant, customer, model, provider), acc[_COST_UNITS])
+            key = (tenant, customer, model, provider)
+            cost[key] = cost.get(key, 0) + acc[_COST_UNITS]
             if acc[_SAVED]:
                 add(m.CACHE_SAVINGS.name, (tenant, model, provider), acc[_SAVED])
             if acc[_EXTRA]:
@@ -651,7 +680,8 @@ class Aggregator:
             row[_OUTPUT] += acc[_OUT]
             row[_COST] += acc[_COST_UNITS]
             row[_ERRORS] += n if status == "error" else 0
-            row[_LATEST] = max(row[_LATEST], acc[_TS])
+            if acc[_TS] > row[_LATEST]:
+                row[_LATEST] = acc[_TS]
         for (tenant, model, provider, operation), obs in observations.items():
             add_hist(m.DURATION.name, (tenant, model, provider, operation), m.DURATION_BUCKETS, obs[_DUR])
             if obs[_TTFT]:
@@ -663,7 +693,7 @@ class Aggregator:
                 add_hist(m.REQUEST_TOKENS.name, (tenant, model, provider, "input"), m.TOKEN_BUCKETS, tokens[0::2])
                 add_hist(m.REQUEST_TOKENS.name, (tenant, model, provider, "output"), m.TOKEN_BUCKETS, tokens[1::2])
         return {"t": now, "k": list(new_keys.items()),
-                "s": [(metric, key, value) for metric, series in deltas.items() for key, value in series.items()],
+                "s": {metric: list(series.items()) for metric, series in deltas.items() if series},
                 "c": [(tenant, customer, row) for (tenant, customer), row in customers.items()]}
 
     def _count_dedupe(self, forgotten: Counter[tuple[str, str]]) -> None:

@@ -13,13 +13,13 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from exporter.core import metrics as m
-from exporter.core.pricing import PriceTable
+from exporter.core.pricing import UNITS_PER_USD, PriceBook
 
 _REQUIRED = ("id", "timestamp", "tenant", "customer", "model", "duration_ms", "status")
 
 
 class BaselineExporter:
-    def __init__(self, prices: PriceTable, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, prices: PriceBook, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=False)
         self.prices = prices
         self.seen: set[tuple[str, str]] = set()
@@ -35,6 +35,8 @@ class BaselineExporter:
         self.tokens = counter(m.TOKENS)
         self.details = counter(m.TOKEN_DETAILS)
         self.cost = counter(m.COST)
+        self.saved = counter(m.CACHE_SAVINGS)
+        self.premium = counter(m.CACHE_WRITE_PREMIUM)
         self.duration = histogram(m.DURATION)
         self.ttft = histogram(m.TTFT)
         self.request_tokens = histogram(m.REQUEST_TOKENS)
@@ -59,9 +61,10 @@ class BaselineExporter:
         return {"accepted": accepted, "duplicates": duplicates, "rejected": rejected}
 
     def observe(self, e: dict[str, Any]) -> None:
-        price = self.prices.lookup(e["model"], 0)
-        provider = e.get("provider") or (price.provider if price else "unknown")
-        tenant, customer, model, operation = e["tenant"], e["customer"], e["model"], e.get("operation", "chat")
+        schedule = self.prices.resolve(e["model"], e.get("provider"))
+        provider = e.get("provider") or (schedule.provider if schedule else None) or "unknown"
+        tenant, customer, operation = e["tenant"], e["customer"], e.get("operation", "chat")
+        model = schedule.model if schedule else e["model"]
         self.requests.labels(tenant, customer, model, provider, operation, e["status"]).inc()
         if e["status"] == "error":
             self.errors.labels(tenant, model, provider, operation, e.get("error_type", "_OTHER")).inc()
@@ -70,10 +73,16 @@ class BaselineExporter:
         for kind in ("cache_read", "cache_write", "reasoning"):
             if e.get(f"{kind}_tokens"):
                 self.details.labels(tenant, model, provider, kind).inc(e[f"{kind}_tokens"])
-        if price is not None:
-            cost = ((e["input_tokens"] - e.get("cache_read_tokens", 0)) * price.input
-                    + e.get("cache_read_tokens", 0) * price.cache_read + e["output_tokens"] * price.output) / 1e6
-            self.cost.labels(tenant, customer, model, provider).inc(cost)
+        if schedule is not None:  # the same price source and rates as ours, per event
+            tiered, _ = schedule.at(e["timestamp"], e.get("service_tier", "default"))
+            counts = (e["input_tokens"], e.get("cache_read_tokens", 0), e.get("cache_write_tokens", 0), 0, 0,
+                      e["output_tokens"], e.get("reasoning_tokens", 0), 0)
+            rates = tiered.pick(e["input_tokens"])
+            self.cost.labels(tenant, customer, model, provider).inc(rates.cost(counts) / UNITS_PER_USD)
+            if counts[1] or counts[2]:
+                saved, extra = rates.cache_savings(counts)
+                self.saved.labels(tenant, model, provider).inc(saved / UNITS_PER_USD)
+                self.premium.labels(tenant, model, provider).inc(extra / UNITS_PER_USD)
         self.duration.labels(tenant, model, provider, operation).observe(e["duration_ms"] / 1000)
         if e.get("ttft_ms") is not None:
             self.ttft.labels(tenant, model, provider).observe(e["ttft_ms"] / 1000)
@@ -82,7 +91,7 @@ class BaselineExporter:
         self.last.labels(tenant).set(e["timestamp"])
 
 
-def create_baseline_app(prices: PriceTable) -> Any:
+def create_baseline_app(prices: PriceBook) -> Any:
     """The baseline behind the same HTTP framework, for the over-HTTP comparison."""
     from prometheus_client import generate_latest
     from starlette.applications import Starlette

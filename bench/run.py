@@ -103,8 +103,8 @@ class UvicornProcess(ServerProcess):
 
     def command(self) -> list[str]:
         code = ("import sys, uvicorn; sys.path.insert(0, %r); from bench import baseline; "
-                "from exporter.core.pricing import load_price_table; "
-                "app = baseline.create_baseline_app(load_price_table()) if %r == 'baseline' "
+                "from exporter.core.pricing import load_price_book; "
+                "app = baseline.create_baseline_app(load_price_book()) if %r == 'baseline' "
                 "else baseline.create_ceiling_app(); "
                 "uvicorn.run(app, host='127.0.0.1', port=%d, log_level='warning', access_log=False)"
                 % (str(REPO), self.factory, self.port))

@@ -1,0 +1,47 @@
+"""Log records replay whatever form they were written in: a crash leaves unfolded rows behind, and
+the next start may be a newer version."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import orjson
+
+from exporter.core.pricing import UNITS_PER_USD
+from helpers import ev, make_exporter, sample
+
+LABELS = ["acme", "c1", "gpt-4o", "openai"]
+
+
+def test_flat_deltas_with_money_as_strings_still_replay(tmp_path):
+    ex = make_exporter(tmp_path)
+    ex.store.close()
+    big = 3 * 2**64  # atto-dollars beyond 64 bits, as the previous log form wrote them
+    record = {"t": 1.0, "k": [], "s": [["llm_cost_usd", LABELS, str(big)],
+                                        ["llm_requests", [*LABELS, "chat", "ok"], 2]],
+              "c": [["acme", "c1", [2, 10, 1, str(big), 0, 2.0]]], "d": []}
+    conn = sqlite3.connect(tmp_path / "state.db")
+    conn.execute("INSERT INTO log (record) VALUES (?)", (orjson.dumps(record),))
+    conn.commit()
+    conn.close()
+    again = make_exporter(tmp_path)
+    assert again.aggregator.series["llm_cost_usd"][tuple(LABELS)] == big
+    assert sample(again, "llm_requests_total", tenant="acme", customer="c1", model="gpt-4o", provider="openai",
+                  operation="chat", status="ok") == 2
+    assert again.aggregator.customer_rows("acme", "cost_usd", True, 1)[0]["cost_usd"] == big / UNITS_PER_USD
+
+
+def test_grouped_deltas_replay_exactly_after_a_crash(tmp_path):
+    """The current form (deltas grouped by metric, money as JSON numbers of any size): what is only
+    in the log when the process dies is counted once on the next start."""
+    ex = make_exporter(tmp_path)
+    ex.aggregator.checkpoint_every = float("inf")
+    ex.aggregator.ingest([ev(id=f"e{i}", cost_usd=50_000.25, customer=f"c{i % 2}") for i in range(4)], "api")
+    expected = {metric: dict(values) for metric, values in ex.aggregator.series.items()}
+    ex.store.close()  # no aggregator checkpoint, as after SIGKILL: the log alone holds the events
+    conn = sqlite3.connect(tmp_path / "state.db")
+    assert conn.execute("SELECT count(*) FROM log").fetchone()[0] == 1
+    conn.close()
+    again = make_exporter(tmp_path)
+    assert {metric: dict(values) for metric, values in again.aggregator.series.items()} == expected
+    assert sum(row["events"] for row in again.aggregator.customer_rows("acme", "events", True, 10)) == 4

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import resource
 import shutil
 import tempfile
 import time
@@ -74,6 +75,8 @@ class ImportReport:
     history_until: float = 0.0
     rejected_report: str = ""
     reasons: dict[str, int] = field(default_factory=dict)
+    peak_rss_mb: float = 0.0  # this process; promtool's is peak_promtool_rss_mb
+    peak_promtool_rss_mb: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -260,6 +263,8 @@ def run_import(aggregator: Aggregator, paths: list[Path], out: Path, *, step: fl
         rejects.path.unlink(missing_ok=True)
         report.rejected_report = ""
     report.seconds = time.monotonic() - started
+    report.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    report.peak_promtool_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return report
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gzip
 import html
 import platform
 import signal
 import time
 from dataclasses import dataclass
+from importlib import resources
 from typing import AsyncIterator, Iterable
 
 from prometheus_client import CollectorRegistry
@@ -44,6 +46,19 @@ _OM_EOF = b"# EOF\n"
 # Level 1 compresses exposition text ~10x at a fraction of level 9's CPU (prometheus-client's
 # choice); a scrape is latency-bound, not bandwidth-bound.
 GZIP_LEVEL = 1
+
+# The /usage page: plain files shipped in the package, served as they are (no build step, no CDN).
+_STATIC = {"usage.html": "text/html; charset=utf-8", "usage.js": "text/javascript; charset=utf-8",
+           "usage.css": "text/css; charset=utf-8"}
+_PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'", "X-Content-Type-Options": "nosniff",
+                 "Cache-Control": "no-cache"}
+
+
+@functools.cache
+def _static(name: str) -> bytes:
+    return resources.files("exporter.server").joinpath("static", name).read_bytes()
+
+
 CUSTOMER_SORT_KEYS = ("cost_usd", "events", "input_tokens", "output_tokens", "errors", "latest_timestamp", "customer")
 
 
@@ -191,6 +206,50 @@ def create_app(config: Config, registry: CollectorRegistry | None = None, prices
             return problem_response(exc)
         return json_response({"tenant": tenant, "errors": ex.aggregator.errors_of(tenant, limit)})
 
+    def _days(request: Request) -> int:
+        raw = request.query_params.get("days", "30")
+        maximum = config.usage_daily_days
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 9) or not 1 <= int(raw) <= maximum:
+            raise HTTPProblem(400, "bad_request", f"days must be an integer from 1 to {maximum} (usage.daily-days)")
+        return int(raw)
+
+    def _budget(tenant: str) -> float | None:
+        configured = ex.config.tenants.get(tenant)  # ex.config: a reload may change budgets
+        return configured.budget_usd_per_day if configured is not None else None
+
+    async def get_tenants(request: Request) -> Response:
+        """The tenants the caller may read: its own with auth on, every tenant with usage (or a budget) off."""
+        try:
+            caller = ex.auth.tenant_for(request)
+        except HTTPProblem as exc:
+            return problem_response(exc)
+        if caller is not None:
+            names = [caller]
+        else:
+            names = sorted({tenant for tenant, _ in ex.aggregator.customers} | set(ex.config.tenants))
+        return json_response({"tenants": [{"tenant": name, "budget_usd_per_day": _budget(name)} for name in names],
+                              "recent_errors_kept": config.errors_ring_size, "daily_days_kept": config.usage_daily_days})
+
+    async def get_daily(request: Request) -> Response:
+        try:
+            tenant = _scoped_tenant(request)
+            days = _days(request)
+            customer = request.query_params.get("customer") or None
+            if customer is not None and len(customer) > config.limits_max_label_length:
+                raise HTTPProblem(400, "bad_request", f"customer must be at most {config.limits_max_label_length} "
+                                                      "characters")
+        except HTTPProblem as exc:
+            return problem_response(exc)
+        return json_response({"tenant": tenant, "customer": customer, "budget_usd_per_day": _budget(tenant),
+                              "daily": ex.aggregator.daily_rows(tenant, customer, days)})
+
+    async def usage_page(request: Request) -> Response:
+        name = request.path_params.get("file", "usage.html")
+        media = _STATIC.get(name)
+        if media is None:
+            return json_response({"error": "not found"}, 404)
+        return Response(_static(name), media_type=media, headers=_PAGE_HEADERS)
+
     async def metrics(request: Request) -> Response:
         data, content_type = ex.render_metrics(request.headers.get("accept", ""))
         headers = {"Vary": "Accept-Encoding"}
@@ -235,7 +294,7 @@ def create_app(config: Config, registry: CollectorRegistry | None = None, prices
                  "customers": "/v1/tenants/{tenant}/customers", "errors": "/v1/tenants/{tenant}/errors",
                  "health": ["/healthz", "/readyz"], "version_info": "/version", "reload": "POST /-/reload"}
         if "/usage" in paths:
-            index["usage"] = "/usage"
+            index.update(usage="/usage", tenants="/v1/tenants", daily="/v1/tenants/{tenant}/usage/daily?customer=&days=")
         return json_response(index, headers={"Vary": "Accept"})
 
     @contextlib.asynccontextmanager
@@ -269,6 +328,10 @@ def create_app(config: Config, registry: CollectorRegistry | None = None, prices
         ex.front_door.route(otlp.PATH, OTLP_TRACES),
         Route("/v1/tenants/{tenant}/customers", get_customers),
         Route("/v1/tenants/{tenant}/errors", get_errors),
+        Route("/v1/tenants", get_tenants),
+        Route("/v1/tenants/{tenant}/usage/daily", get_daily),
+        Route("/usage", usage_page),
+        Route("/usage/{file}", usage_page),
         Route("/metrics", metrics),
         Route("/healthz", healthz),
         Route("/readyz", readyz),

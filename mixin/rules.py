@@ -361,6 +361,18 @@ def alert_groups(cfg: dict[str, Any]) -> list[dict[str, Any]]:
             "hour (count: {{ $value | humanize }}) because the cap on distinct values was "
             "reached; per-{{ $labels.label }} breakdowns are incomplete.",
         ),
+        alert(
+            cfg,
+            "LLMExporterConfigReloadFailed",
+            f"{r.sel(metrics.RELOAD_OK.exposed_name)} == 0\n",
+            a["LLMExporterConfigReloadFailed"]["for"],
+            "warning",
+            "The exporter could not reload its configuration.",
+            "The last configuration reload of {{ $labels.instance }} failed %s or more ago: the "
+            "previous tokens, prices, budgets and limits are still in force, so a revoked token may "
+            "still be accepted. The exporter's log says which file is wrong."
+            % a["LLMExporterConfigReloadFailed"]["for"],
+        ),
     ]
 
     # ---- traffic ----------------------------------------------------------------

@@ -24,6 +24,7 @@ ALERT_NAMES = (
     "LLMExporterRequestsRefused",
     "LLMUnpricedModel",
     "LLMExporterCardinalityOverflow",
+    "LLMExporterConfigReloadFailed",
     "LLMTenantSilent",
     "LLMTenantHighErrorRatio",
     "LLMModelHighErrorRatio",

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 import exporter
@@ -125,6 +126,8 @@ def test_wheel_metadata_is_publishing_ready(server: Installed) -> None:
     assert all("==" in r for r in requires)
     assert "Classifier: License :: OSI Approved :: Apache Software License" in metadata
     assert "Classifier: Programming Language :: Python :: 3.11" in metadata
+    runbook = yaml.safe_load((REPO / "prometheus" / "thresholds.yml").read_text())["runbook_url"]
+    assert f"Project-URL: Runbook, {runbook}" in metadata, "the same runbook the alerts link to"
     assert f"{info}/licenses/LICENSE" in names
     version = _run(server.bin / "llm-usage-exporter", "--version", cwd=server.workdir).stdout
     assert exporter.__version__ in version

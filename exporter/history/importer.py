@@ -263,9 +263,21 @@ def run_import(aggregator: Aggregator, paths: list[Path], out: Path, *, step: fl
         rejects.path.unlink(missing_ok=True)
         report.rejected_report = ""
     report.seconds = time.monotonic() - started
-    report.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    report.peak_rss_mb = _peak_rss_mb()
     report.peak_promtool_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return report
+
+
+def _peak_rss_mb() -> float:
+    """This process' own high-water mark (VmHWM). Not ru_maxrss: Linux carries that over from the
+    parent across fork + exec, so a large parent would be reported as the import's memory."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _bucket(aggregator: Aggregator, paths: list[Path], work: Path, step: float, frontier: float, report: ImportReport,

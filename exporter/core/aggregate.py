@@ -362,17 +362,23 @@ class Aggregator:
 
         Hot path: a high-cardinality batch of 500 events carries ~2,000 series deltas, so the merge
         is specialised per metric kind (no call per series) and dirty keys are kept per metric
-        (no (metric, key) tuple per series)."""
-        deltas = record["s"]
-        if type(deltas) is list:  # a log row written before deltas were grouped by metric
-            grouped: dict[str, list[Any]] = {}
-            for metric, labels, delta in deltas:
-                grouped.setdefault(metric, []).append((labels, delta))
-            deltas = grouped
+        (no (metric, key) tuple per series). Deltas are columns per metric, ``"v"``; records
+        written before (``"s"``) are still replayed."""
+        columns = record.get("v")
+        if columns is None:  # a log row in an earlier form: "s" as flat triples or per-metric items
+            deltas = record["s"]
+            grouped: dict[str, tuple[list[Any], list[Any]]] = {}
+            for metric, labels, delta in (deltas if type(deltas) is list else (
+                    (metric, labels, delta) for metric, items in deltas.items() for labels, delta in items)):
+                column = grouped.setdefault(metric, ([], []))
+                column[0].append(labels)
+                column[1].append(delta)
+            columns = grouped
         series, dirty = self.series, self._dirty_series
-        for metric, items in deltas.items():
-            if replay or type(items[0][0]) is not tuple:  # JSON gives lists; keys must be tuples
-                items = [(tuple(labels), delta) for labels, delta in items]
+        for metric, (keys, values) in columns.items():
+            if replay or type(keys[0]) is not tuple:  # JSON gives lists; keys must be tuples
+                keys = [tuple(labels) for labels in keys]
+            items = zip(keys, values)
             store = series[metric]
             get = store.get
             kind = _KINDS[metric]
@@ -387,7 +393,7 @@ class Aggregator:
                 for key, delta in items:
                     old = get(key)
                     store[key] = delta if old is None or delta > old else old
-            dirty[metric].update([key for key, _ in items])
+            dirty[metric].update(keys)
         customers = self.customers
         for tenant, customer, delta in record["c"]:
             key = (tenant, customer)
@@ -693,7 +699,8 @@ class Aggregator:
                 add_hist(m.REQUEST_TOKENS.name, (tenant, model, provider, "input"), m.TOKEN_BUCKETS, tokens[0::2])
                 add_hist(m.REQUEST_TOKENS.name, (tenant, model, provider, "output"), m.TOKEN_BUCKETS, tokens[1::2])
         return {"t": now, "k": list(new_keys.items()),
-                "s": {metric: list(series.items()) for metric, series in deltas.items() if series},
+                # Columns (keys, values) per metric: two C-level list copies, no tuple per delta.
+                "v": {metric: (list(series), list(series.values())) for metric, series in deltas.items() if series},
                 "c": [(tenant, customer, row) for (tenant, customer), row in customers.items()]}
 
     def _count_dedupe(self, forgotten: Counter[tuple[str, str]]) -> None:

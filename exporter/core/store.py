@@ -235,8 +235,10 @@ def _dump_record(record: dict[str, Any]) -> bytes:
 def _load_record(blob: bytes) -> dict[str, Any]:
     """Also reads the earlier forms: flat (metric, labels, delta) deltas, money as decimal strings."""
     record = _DECODE_RECORD(blob)
-    deltas = record["s"]
-    if type(deltas) is list:
+    deltas = record.get("s")
+    if deltas is None:  # the current form: money already integers
+        pass
+    elif type(deltas) is list:
         record["s"] = [(metric, key, int(value) if metric in _MONEY_METRICS else value) for metric, key, value in deltas]
     else:
         for metric in _MONEY_METRICS & deltas.keys():

@@ -31,9 +31,23 @@ def test_flat_deltas_with_money_as_strings_still_replay(tmp_path):
     assert again.aggregator.customer_rows("acme", "cost_usd", True, 1)[0]["cost_usd"] == big / UNITS_PER_USD
 
 
-def test_grouped_deltas_replay_exactly_after_a_crash(tmp_path):
-    """The current form (deltas grouped by metric, money as JSON numbers of any size): what is only
-    in the log when the process dies is counted once on the next start."""
+def test_per_metric_items_still_replay(tmp_path):
+    ex = make_exporter(tmp_path)
+    ex.store.close()
+    record = {"t": 1.0, "k": [], "s": {"llm_cost_usd": [[LABELS, 7]], "llm_requests": [[[*LABELS, "chat", "ok"], 2]]},
+              "c": [["acme", "c1", [2, 10, 1, 7, 0, 2.0]]], "d": []}
+    conn = sqlite3.connect(tmp_path / "state.db")
+    conn.execute("INSERT INTO log (record) VALUES (?)", (orjson.dumps(record),))
+    conn.commit()
+    conn.close()
+    again = make_exporter(tmp_path)
+    assert again.aggregator.series["llm_cost_usd"][tuple(LABELS)] == 7
+    assert again.aggregator.series["llm_requests"][(*LABELS, "chat", "ok")] == 2
+
+
+def test_column_deltas_replay_exactly_after_a_crash(tmp_path):
+    """The current form (keys and values per metric, money as JSON numbers of any size): what is
+    only in the log when the process dies is counted once on the next start."""
     ex = make_exporter(tmp_path)
     ex.aggregator.checkpoint_every = float("inf")
     ex.aggregator.ingest([ev(id=f"e{i}", cost_usd=50_000.25, customer=f"c{i % 2}") for i in range(4)], "api")

@@ -263,23 +263,21 @@ def load_all(args: argparse.Namespace) -> tuple[Config, PriceBook]:
 
 
 def serve(args: argparse.Namespace, config: Config, prices: PriceBook) -> int:
-    import uvicorn
-
+    from .server import serving
     from .server.app import create_app
 
     try:
+        serving.check_storage(config.storage_path)
         check_state_sources(config)
-    except sources.MixedSources as exc:
+        sock = serving.bind(config)
+    except (serving.StartupError, sources.MixedSources) as exc:
         print(f"llm-usage-exporter: {exc}", file=sys.stderr)
         return 2
     app = create_app(config, prices=prices, reload=lambda: load_all(args))
-    host = config.listen_host
-    logging.getLogger("exporter").info(
-        "listening on %s (auth %s)", config.web_listen_address,
-        "required" if config.auth_required else "off: loopback only, no tokens configured"
-        if config.auth_mode == "auto" else "off")
-    uvicorn.run(app, host=host, port=config.listen_port, log_level=config.log_level, access_log=False,
-                server_header=False, timeout_graceful_shutdown=5)
+    auth = "required" if config.auth_required else "off: loopback only, no tokens configured" \
+        if config.auth_mode == "auto" else "off"
+    serving.serve(app, config, sock, logging.getLogger("exporter"),
+                  f"listening on {config.web_listen_address} (auth {auth})")
     return 0
 
 
@@ -326,6 +324,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "check-config":
+        from .server.serving import StartupError, check_storage
+
+        try:
+            check_storage(config.storage_path)
+        except StartupError as exc:
+            print(f"llm-usage-exporter: {exc}", file=sys.stderr)
+            return 2
         print(f"configuration OK: {len(config.tenants)} tenant(s), auth "
               f"{'required' if config.auth_required else 'off'}")
         return 0

@@ -131,6 +131,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("web.listen-address", _listen_address, ":9477", "Address to listen on for the API and /metrics."),
     Option("web.max-body-bytes", _positive_int, 10 * 1024 * 1024, "Largest accepted request body (413 above).", "BYTES"),
     Option("web.max-batch-events", _positive_int, 10_000, "Most events in one POST (413 above).", "N"),
+    Option("web.header-timeout", parse_duration, 10.0,
+           "A connection whose request headers are not complete this long after its first byte is closed "
+           "(slow-loris clients).", "DURATION"),
+    Option("web.body-timeout", parse_duration, 30.0,
+           "A request body not received completely within this long is refused with 408.", "DURATION"),
+    Option("web.idle-timeout", parse_duration, 5.0, "Idle keep-alive connections are closed after this long.",
+           "DURATION"),
+    Option("web.max-connections", _positive_int, 1024,
+           "Most concurrent connections (and requests); past it new requests get 503 at once.", "N"),
     Option("web.enable-lifecycle", parse_bool, False,
            "Serve POST /-/reload, which re-reads tokens, prices, budgets and limits like SIGHUP "
            "(Prometheus' flag of the same name; anyone who reaches the port can then trigger it).", "BOOL"),
@@ -193,6 +202,10 @@ class Config:
     web_listen_address: str = ":9477"
     web_max_body_bytes: int = 10 * 1024 * 1024
     web_max_batch_events: int = 10_000
+    web_header_timeout: float = 10.0
+    web_body_timeout: float = 30.0
+    web_idle_timeout: float = 5.0
+    web_max_connections: int = 1024
     web_enable_lifecycle: bool = False
     auth_mode: str = "auto"
     storage_path: str = "./data/llm-exporter.db"

@@ -88,8 +88,8 @@ REJECTIONS = MetricSpec("llm_exporter_rejections", "counter", ("reason", "tenant
                         "tenant is the caller's (or the batch's) when known, capped like the usage series' "
                         "tenant label, empty when unknown.")
 # Reasons of whole requests refused at the front door (the others are per-event).
-REQUEST_REFUSAL_REASONS = ("bad_request", "unauthenticated", "forbidden", "too_large", "unsupported_media_type",
-                           "rate_limited", "store_unavailable")
+REQUEST_REFUSAL_REASONS = ("bad_request", "unauthenticated", "forbidden", "body_timeout", "too_large",
+                           "unsupported_media_type", "rate_limited", "store_unavailable")
 OVERFLOW = MetricSpec("llm_exporter_overflow", "counter", ("label",),
                       "Events whose label value was replaced by __other__ because the label (or, for "
                       "label=series, the tenant's customer/model/provider combinations) hit its cap.")

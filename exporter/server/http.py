@@ -6,6 +6,7 @@ front door on top of it and :mod:`exporter.server.app` wires the routes.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import time
@@ -197,10 +198,19 @@ def _inflater(header: str) -> _Inflater | None:
     return _ZlibInflater(codings[0])
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     """The body, decoded from its Content-Encoding (gzip, deflate, zstd) while it streams in, and
     refused with 413 as soon as either the bytes on the wire or the decoded bytes exceed ``limit``:
-    nothing past the limit is ever buffered, whatever the compression ratio."""
+    nothing past the limit is ever buffered, whatever the compression ratio. A body that has not
+    arrived within ``timeout`` seconds is refused with 408 (a slow client holds no more than that)."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await _read_body(request, limit)
+    except TimeoutError:
+        raise HTTPProblem(408, "body_timeout", f"the request body did not arrive within {timeout:g} s") from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
     inflater = _inflater(request.headers.get("content-encoding", ""))
     declared = request.headers.get("content-length")
     if declared is not None and declared.isascii() and declared.isdigit() and (

@@ -267,7 +267,7 @@ class FrontDoor:
             batch: Batch | None = None
             try:
                 caller = self.auth.tenant_for(request)
-                body = await read_body(request, self.config.web_max_body_bytes)
+                body = await read_body(request, self.config.web_max_body_bytes, self.config.web_body_timeout)
                 now = time.time()
                 client = request.client.host if request.client else "unknown"
                 batch = await self.decode_fairly(fmt, body, content_type, caller, now, client)

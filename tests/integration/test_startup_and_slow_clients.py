@@ -4,7 +4,6 @@ the bind, and slow clients are cut off by the header and body timeouts; all on t
 from __future__ import annotations
 
 import socket
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path

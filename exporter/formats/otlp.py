@@ -205,6 +205,16 @@ def _event(node: _Span, model: Any, operation: str, tenant_attribute: str, custo
     return event
 
 
+def _add_cache_to_input(event: dict[str, Any]) -> None:
+    """An input count smaller than its cache parts was counted the Anthropic API's way, without the
+    cache (older instrumentations copy ``usage.input_tokens`` as is): add the parts back, as the
+    conventions define ``gen_ai.usage.input_tokens``, instead of refusing the call. Non-integers are
+    left for the validator to report."""
+    parts = (event["input_tokens"], event["cache_read_tokens"], event["cache_write_tokens"])
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in parts) and parts[1] + parts[2] > parts[0]:
+        event["input_tokens"] = sum(parts)
+
+
 def _reported(node: _Span) -> int:
     return sum(any(name in node.attrs for name in names) for names in TOKEN_ATTRIBUTES.values())
 
@@ -228,6 +238,7 @@ def _usage_event(node: _Span, same_call: list[_Span], **labels: Any) -> dict[str
     for field, names in TOKEN_ATTRIBUTES.items():
         # A span without usage still counts as a request: failed calls (429, timeouts) report none.
         event[field] = next((value for attrs in views if (value := _first(attrs, names)) is not None), 0)
+    _add_cache_to_input(event)
     tier = next((t for attrs in views if (t := _first(attrs, SERVICE_TIER_ATTRIBUTES)) is not None), None)
     if tier is not None:
         event["service_tier"] = tier

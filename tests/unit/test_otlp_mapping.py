@@ -57,9 +57,12 @@ CHAT = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o"}
 
 @pytest.mark.parametrize(("field", "name"), [(f, n) for f, names in TOKEN_ATTRIBUTES.items() for n in names])
 def test_every_token_attribute_name_is_read(field, name):
-    (event,) = events({"id": 1, "attrs": {**CHAT, name: 7}})
+    totals = {} if field in ("input_tokens", "output_tokens") else {
+        "gen_ai.usage.input_tokens": 1000, "gen_ai.usage.output_tokens": 1000}
+    (event,) = events({"id": 1, "attrs": {**CHAT, **totals, name: 7}})
     assert event[field] == 7
-    assert all(event[other] == 0 for other in TOKEN_ATTRIBUTES if other != field)
+    assert all(event[other] == (1000 if totals and other in ("input_tokens", "output_tokens") else 0)
+               for other in TOKEN_ATTRIBUTES if other != field)
 
 
 def test_first_name_wins_over_older_names():
@@ -200,3 +203,14 @@ def test_same_response_id_is_one_call_even_unnested():
     # Exported alone, in another request, the SDK's span gets the same id: the exporter drops it as a duplicate.
     (again,) = events(sdk)
     assert again["id"] == "response:msg_01"
+
+
+def test_input_counted_without_the_cache_gets_it_added_back():
+    # An instrumentation that copied Anthropic's usage.input_tokens (21, without the 1470 + 188 cached).
+    (event,) = events({"id": 1, "attrs": {**CHAT, "gen_ai.usage.input_tokens": 21,
+                                          "gen_ai.usage.cache_read_input_tokens": 1470,
+                                          "gen_ai.usage.cache_creation_input_tokens": 188}})
+    assert event["input_tokens"] == 1679
+    (event,) = events({"id": 1, "attrs": {**CHAT, "gen_ai.usage.input_tokens": 1679,
+                                          "gen_ai.usage.cache_read.input_tokens": 1470}})
+    assert event["input_tokens"] == 1679  # the conventions' way: already included

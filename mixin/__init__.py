@@ -10,7 +10,9 @@ shipped as files (mounted by docker-compose, copied by operators). It reads the 
 
 Modules: :mod:`mixin.promql` (PromQL builders and metric-name checks shared by both generators),
 :mod:`mixin.thresholds` (``prometheus/thresholds.yml``: loading, validation, per-model-class
-latency limits), :mod:`mixin.rules`, :mod:`mixin.dashboards`.
+latency limits), :mod:`mixin.rules`, :mod:`mixin.dashboards`, and :mod:`mixin.schema` (every
+dashboard through grafana-foundation-sdk's Grafana 11.6 models and Grafana's registries,
+``grafana_11_6.yml``).
 """
 
 from __future__ import annotations

@@ -43,6 +43,10 @@ def sim_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimStack]:
     config.write_text("tenants:\n  acme: {budget_usd_per_day: 50}\n  globex: {budget_usd_per_day: 20}\n")
     with ExporterProcess(workdir / "exporter", "--simulator.enabled=true", "--simulator.rate=300",
                          "--simulator.scenario=incident", "--simulator.speed=60",
+                         # A small per-tenant idempotency window, so that size evictions happen within
+                         # seconds: llm_exporter_dedupe_evictions_total{tenant,reason} is born at the
+                         # first eviction, and the exporter-health panel must have data to be tested.
+                         "--dedupe.max-entries-per-tenant=500",
                          f"--config.file={config}") as exporter:
         with PrometheusProcess(workdir / "prometheus", [f"127.0.0.1:{exporter.port}"], rule_files()) as prom:
             started = time.time()

@@ -137,7 +137,10 @@ SCENARIO: dict[str, Any] = {
     },
 }
 CONFIG = "tenants:\n  acme: {budget_usd_per_day: 50}\n  globex: {budget_usd_per_day: 20}\n"
-SIMULATOR_FLAGS = ("--simulator.enabled=true", "--simulator.rate=1000", "--simulator.speed=60")
+# A small per-tenant idempotency window gives the dedupe-evictions series (born at the first
+# eviction) data within seconds, as in conftest.sim_stack.
+SIMULATOR_FLAGS = ("--simulator.enabled=true", "--simulator.rate=1000", "--simulator.speed=60",
+                   "--dedupe.max-entries-per-tenant=500")
 
 # Panels whose data exists for one variable value only (as in test_dashboards_live.PANEL_VALUES).
 PANEL_VALUES: dict[tuple[str, str], dict[str, str]] = {

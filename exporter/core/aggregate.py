@@ -19,12 +19,12 @@ from typing import Any, Generator, Iterable, Iterator, Sequence
 
 from . import metrics as m
 from ..config import Config
-from .events import Event, FieldError, Limits, convert_batch, validate_event
+from .events import OVERFLOW_LABEL, Event, FieldError, Limits, convert_batch, validate_event
 from .pricing import PriceBook, Schedule, usd
 from .store import Checkpoint, StateStore, StoreUnavailable
 from .telemetry import Telemetry
 
-OTHER = "__other__"
+OTHER = OVERFLOW_LABEL
 UNKNOWN_PROVIDER = "unknown"
 # OpenTelemetry gen_ai.provider.name well-known values: always accepted as label values.
 KNOWN_PROVIDERS = frozenset({

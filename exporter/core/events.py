@@ -26,6 +26,9 @@ MAX_TOKENS = 10**10  # far above any context window; keeps one typo from dwarfin
 MAX_COST_USD = 10**6
 MAX_DURATION_MS = 7 * 86400 * 1000.0
 MAX_CALLS = 10**6
+# The bucket capped label values fold into: a client may not send it, or its usage would be
+# indistinguishable from the overflow (and the overflow alert would point at the wrong cause).
+OVERFLOW_LABEL = "__other__"
 MAX_LABEL_LENGTH = 1024  # hard ceiling; limits.max-label-length (default 128) is checked on top
 
 # Service tiers a price can depend on. Clients send the vendor's value; "auto" (OpenAI's default
@@ -177,13 +180,23 @@ class _Reader:
         if len(value) > self.max_label:
             self.fail(name, f"must be at most {self.max_label} characters")
             return default
+        if value == OVERFLOW_LABEL:
+            self.fail(name, f"{OVERFLOW_LABEL!r} is reserved for the bucket that capped values fold into; "
+                            "send another name")
+            return default
         return value
 
     def count(self, name: str, maximum: int = MAX_TOKENS) -> int | None:
-        """A non-negative integer, or None when absent; ``3.0`` is refused like ``3.5``: tokens are whole."""
+        """A non-negative integer, or None when absent. ``100.0`` is accepted as 100 (some JSON writers
+        emit every number as a float); ``3.5`` is refused: tokens are whole. The limit is named."""
         value = self.raw.get(name)
         if value is None:
             return None
+        if isinstance(value, float) and math.isfinite(value):
+            if not value.is_integer():
+                self.fail(name, f"must be a whole number (got {value:g})")
+                return None
+            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             self.fail(name, "must be a non-negative integer")
             return None
@@ -191,7 +204,7 @@ class _Reader:
             self.fail(name, "must be >= 0")
             return None
         if value > maximum:
-            self.fail(name, f"must be <= {maximum}")
+            self.fail(name, f"must be <= {maximum:,} (the limit for {name})")
             return None
         return value
 
@@ -293,7 +306,9 @@ def validate_event(raw: Any, now: float, limits: Limits) -> Event | list[FieldEr
 
     status = raw.get("status")
     error_type = None
-    if status not in ("ok", "error"):
+    if status is None:
+        r.fail("status", 'is required ("ok" or "error")')
+    elif status not in ("ok", "error"):
         r.fail("status", 'must be "ok" or "error"')
     elif status == "error":
         error_type = r.label("error_type")
@@ -341,6 +356,7 @@ def _finish(events: list[Event], now: float, limits: Limits) -> bool:
                 or cost is not None and not 0 <= cost <= MAX_COST_USD
                 or len(tenant) > max_label or tenant.isspace() or len(customer) > max_label or customer.isspace()
                 or len(model) > max_label or model.isspace()
+                or OVERFLOW_LABEL in (tenant, customer, model, event.provider, event.sku)
                 or token_part_violations(event.__getattribute__)
                 or ttft_ms is not None and not 0 <= ttft_ms <= event.duration_ms):
             return False

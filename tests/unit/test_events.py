@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 
-from exporter.core.events import Event, FieldError, Limits, parse_timestamp, validate_event
+from exporter.core.events import Event, FieldError, Limits, convert_batch, parse_timestamp, validate_event
 
 NOW = 1_790_000_000.0
 LIMITS = Limits(max_age_s=24 * 3600, max_future_s=300, max_label_length=128)
@@ -52,7 +53,7 @@ def test_explicit_tokens_win_over_text():
     assert event.input_tokens == 7
 
 
-@pytest.mark.parametrize("value", [-1, 1.5, 3.0, "10", True, None.__class__, [1], 10**11])
+@pytest.mark.parametrize("value", [-1, 1.5, "10", True, None.__class__, [1], 10**11])
 def test_bad_token_counts(value):
     raw = good(input_tokens=value if value is not None.__class__ else {"n": 1})
     assert "input_tokens" in fields_of(validate_event(raw, NOW, LIMITS))
@@ -195,3 +196,31 @@ def test_vendor_usage_objects_replace_token_fields():
     assert (event.input_tokens, event.cache_read_tokens, event.cache_write_tokens) == (1050, 900, 50)
     bad = validate_event(good(usage_format="cohere", usage={}), NOW, LIMITS)
     assert {e.field for e in bad} == {"usage_format"}
+
+
+def _errors(**overrides):
+    from helpers import ev
+
+    result = validate_event(ev(**overrides), time.time(), Limits())
+    return [] if isinstance(result, Event) else [(e.field, e.message) for e in result]
+
+
+def test_input_messages_name_the_limit_and_the_rule():
+    assert _errors(input_tokens=1e30) == [("input_tokens", "must be <= 10,000,000,000 (the limit for input_tokens)")]
+    assert _errors(input_tokens=100.0, output_tokens=5.0) == [], "integral floats are whole numbers"
+    from helpers import ev
+
+    assert validate_event(ev(input_tokens=100.0), time.time(), Limits()).input_tokens == 100
+    assert _errors(input_tokens=3.5) == [("input_tokens", "must be a whole number (got 3.5)")]
+    assert ("status", 'is required ("ok" or "error")') in _errors(status=None)
+    for field in ("id", "tenant", "customer", "model", "duration_ms", "timestamp"):
+        assert (field, "is required") in _errors(**{field: None}), field
+
+
+@pytest.mark.parametrize("field", ["tenant", "customer", "model", "provider"])
+def test_the_overflow_bucket_name_is_refused_from_clients(field):
+    from helpers import ev
+
+    assert [f for f, _ in _errors(**{field: "__other__"})] == [field]
+    assert "reserved" in _errors(**{field: "__other__"})[0][1]
+    assert convert_batch([ev(**{field: "__other__"})], time.time(), Limits()) is None, "the fast path agrees"

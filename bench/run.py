@@ -308,11 +308,21 @@ def bench_scrape(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             conns = {"ours": await Connection("127.0.0.1", ours.port).open(),
                      "baseline": await Connection("127.0.0.1", base.port).open()}
             times: dict[str, list[float]] = defaultdict(list)
+            async def fetch(name: str) -> tuple[float, int, dict[str, str]]:
+                try:
+                    return await scrape(conns[name])
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    # idle past the server's keep-alive timeout while the other one rendered: reconnect
+                    await conns[name].close()
+                    conns[name] = await Connection("127.0.0.1", ports[name]).open()
+                    return await scrape(conns[name])
+
+            ports = {"ours": ours.port, "baseline": base.port}
             for name in conns:  # warm: the first scrape builds caches, as after any restart
-                await scrape(conns[name])
+                await fetch(name)
             for _ in range(reps * 2):
-                for name, conn in conns.items():
-                    seconds, size, headers = await scrape(conn)
+                for name in list(conns):
+                    seconds, size, headers = await fetch(name)
                     times[name].append(seconds)
                     out[f"{name}_wire_bytes"] = size
                     out[f"{name}_content_encoding"] = headers.get("content-encoding", "identity")
@@ -586,16 +596,23 @@ def main() -> int:
                 continue
             started = time.perf_counter()
             print(f"running {name} ...", file=sys.stderr, flush=True)
-            results[name] = BENCHES[name](args, Path(tmp))
+            try:
+                results[name] = BENCHES[name](args, Path(tmp))
+            except Exception as exc:  # keep what the other sections measured
+                print(f"{name} failed: {exc!r}", file=sys.stderr, flush=True)
+                results.setdefault("failed", {})[name] = repr(exc)
+                continue
             results[name]["seconds"] = round(time.perf_counter() - started, 1)
     results["machine"]["loadavg_at_end"] = os.getloadavg()
     text = table(results)
     print(text)
+    for name, error in results.get("failed", {}).items():
+        print(f"FAILED {name}: {error}")
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(results | {"table": text}, indent=2, default=str))
     print(f"\nwrote {path}")
-    return 0
+    return 1 if results.get("failed") else 0
 
 
 if __name__ == "__main__":

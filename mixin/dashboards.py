@@ -706,6 +706,19 @@ def customers_table(title: str, description: str, matchers: Sequence[str], lim: 
 # Dashboards
 # --------------------------------------------------------------------------------------------
 
+CACHE_SAVINGS_HELP = ("Prompt caching in USD at the prices each request was billed at: "
+                      "`llm_cache_savings_usd_total` = cache-read tokens x (input price - cache-read price); "
+                      "`llm_cache_write_premium_usd_total` = cache-write tokens x (cache-write price - input price).")
+
+
+def net_cache_savings(matchers: Sequence[str], by: Sequence[str] = (), window: str = RANGE) -> str:
+    """Reads saved minus writes' extra cost; either series may be absent for a model (OpenAI writes
+    cost nothing extra; a model may write without reading yet), so each side falls back to 0."""
+    saved = sum_increase("llm_cache_savings_usd_total", matchers, by, window)
+    extra = sum_increase("llm_cache_write_premium_usd_total", matchers, by, window)
+    return f"({saved} or {extra} * 0) - ({extra} or {saved} * 0)"
+
+
 def overview(lim: Limits) -> dict[str, Any]:
     f = (TENANT, MODEL)
     g = Grid()
@@ -761,6 +774,20 @@ def overview(lim: Limits) -> dict[str, Any]:
                     "`llm_cost_usd_total` is multiplied by 3600 to read as USD per hour.",
                     [Q(per_hour(sum_rate("llm_cost_usd_total", f, ["model"])), "{{model}}")],
                     "currencyUSD", stack=True, by_model=True), 12),
+    )
+    g.line(
+        7,
+        (stat("Prompt caching (selected range)",
+              CACHE_SAVINGS_HELP + " Left to right: what cache reads saved, what cache writes cost extra, and "
+              "the net saving (the first minus the second).",
+              [Q(sum_increase("llm_cache_savings_usd_total", f), "reads saved", instant=True),
+               Q(sum_increase("llm_cache_write_premium_usd_total", f), "writes cost extra", instant=True),
+               Q(net_cache_savings(f), "net saving", instant=True)], "currencyUSD", decimals=2), 8),
+        (timeseries("Net cache saving per hour by model",
+                    CACHE_SAVINGS_HELP + " Per clock hour and model: reads saved minus writes' extra cost "
+                    "(below zero: cache writes are not read back often enough to pay for themselves).",
+                    [Q(net_cache_savings(f, ["model"], "1h"), "{{model}}", interval="1h")],
+                    "currencyUSD", by_model=True, interval="1h", max_data_points=1000), 16),
     )
     g.row("Tokens and requests")
     g.line(
@@ -944,16 +971,19 @@ def models(lim: Limits) -> dict[str, Any]:
         Q(ratio_or_zero(sum_increase("llm_token_details_total", (*f, 'token_type="cache_read"'), by_model),
                         sum_increase("llm_tokens_total", (*f, 'token_type="input"'), by_model)),
           instant=True, fmt="table"),
+        Q(net_cache_savings(f, by_model), instant=True, fmt="table"),
     ]
     headers = ["Requests", "Error ratio", "p50", "p95", "p99", "TTFT p95", "Spend", "USD per 1k tokens",
-               "Cache hit ratio"]
+               "Cache hit ratio", "Net cache saving"]
     g.line(
         9,
         (table("Per-model summary (selected range)",
                "One row per model over the selected time range: requests, error ratio, request duration "
                "p50/p95/p99 (agent runs and tool calls left out), time-to-first-token p95 (streamed responses), "
                "spend, cost per 1k tokens (spend x 1000 / input + output tokens) and prompt-cache hit ratio "
-               "(cache_read tokens / input tokens). The operation filter applies to requests, errors and "
+               "(cache_read tokens / input tokens), and the net cache saving (cache reads' saving minus cache "
+               "writes' extra cost, `llm_cache_savings_usd_total` - `llm_cache_write_premium_usd_total`). "
+               "The operation filter applies to requests, errors and "
                f"durations only. p95 and TTFT p95 turn red at the default thresholds ({lim.p95_seconds:g}s, "
                f"{lim.ttft_p95_seconds:g}s); models of a class have their own (duration: "
                f"{lim.classes_text(lim.duration_classes)}; TTFT: {lim.classes_text(lim.ttft_classes)}), drawn on "
@@ -962,7 +992,7 @@ def models(lim: Limits) -> dict[str, Any]:
                columns={"model": "Model", **{f"Value #{chr(65 + i)}": h for i, h in enumerate(headers)}},
                column_units={"Requests": "short", "Error ratio": "percentunit", "p50": "s", "p95": "s",
                              "p99": "s", "TTFT p95": "s", "Spend": "currencyUSD", "USD per 1k tokens": "currencyUSD",
-                             "Cache hit ratio": "percentunit"},
+                             "Cache hit ratio": "percentunit", "Net cache saving": "currencyUSD"},
                column_decimals={"USD per 1k tokens": 4, "Error ratio": 2},
                column_thresholds={"Error ratio": lim.errors(), "p95": lim.latency(lim.p95_seconds),
                                   "TTFT p95": lim.latency(lim.ttft_p95_seconds)},

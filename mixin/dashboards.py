@@ -780,8 +780,9 @@ def overview(lim: Limits) -> dict[str, Any]:
         (stat("Prompt caching (selected range)",
               CACHE_SAVINGS_HELP + " Left to right: what cache reads saved, what cache writes cost extra, and "
               "the net saving (the first minus the second).",
-              [Q(sum_increase("llm_cache_savings_usd_total", f), "reads saved", instant=True),
-               Q(sum_increase("llm_cache_write_premium_usd_total", f), "writes cost extra", instant=True),
+              [Q(f'{sum_increase("llm_cache_savings_usd_total", f)} or vector(0)', "reads saved", instant=True),
+               Q(f'{sum_increase("llm_cache_write_premium_usd_total", f)} or vector(0)', "writes cost extra",
+                 instant=True),
                Q(net_cache_savings(f), "net saving", instant=True)], "currencyUSD", decimals=2), 8),
         (timeseries("Net cache saving per hour by model",
                     CACHE_SAVINGS_HELP + " Per clock hour and model: reads saved minus writes' extra cost "

@@ -17,7 +17,7 @@ from genai_prices.data_snapshot import get_snapshot
 
 from ..events import Event
 from . import overrides, source
-from .matching import is_honest
+from .matching import could_be_honest, is_honest
 from .rates import TieredRates, to_units
 from .schedule import Schedule, compile_model, has_token_price
 
@@ -65,6 +65,8 @@ class PriceBook:
         """The source's matcher with the event's provider, then by model name alone; then (when the
         model name does not identify its provider, e.g. ``text-embedding-3-small``) each provider's
         own model list, first-party vendors first. Every candidate must pass :func:`is_honest`."""
+        if not could_be_honest(model, source.honest_names()):
+            return None
         snapshot = get_snapshot()
         provider_id = source.source_provider_id(provider)
         for pid in ((provider_id, None) if provider_id else (None,)):
@@ -102,14 +104,23 @@ class PriceBook:
         if schedule is None:
             return 0, 0, 0, ("model", f"no price for model {event.model!r}: counted at $0")
         tiered, fell_back = schedule.at(event.timestamp, event.service_tier)  # type: ignore[arg-type]
-        counts = (event.input_tokens, event.cache_read_tokens, event.cache_write_tokens, event.cache_write_1h_tokens,
-                  event.audio_input_tokens, event.output_tokens, event.reasoning_tokens, event.audio_output_tokens)
-        rates = tiered.pick(event.input_tokens)  # type: ignore[arg-type]
-        cost = rates.cost(counts)  # type: ignore[arg-type]
-        rule = schedule.operations.get(event.operation, schedule.billing)
+        input_tokens = event.input_tokens
+        rates = tiered.pick(input_tokens)  # type: ignore[arg-type]
+        # Rates.cost, unrolled for the common event (no details): this runs once per event.
+        coef = rates.coef
+        cost = coef[0] * input_tokens + coef[5] * event.output_tokens + rates.fee  # type: ignore[operator]
+        cache_read, cache_write = event.cache_read_tokens, event.cache_write_tokens
+        saved = extra = 0
+        if cache_read or cache_write or event.reasoning_tokens or event.audio_input_tokens \
+                or event.audio_output_tokens:
+            counts = (input_tokens, cache_read, cache_write, event.cache_write_1h_tokens, event.audio_input_tokens,
+                      event.output_tokens, event.reasoning_tokens, event.audio_output_tokens)
+            cost = rates.cost(counts)  # type: ignore[arg-type]
+            if cache_read or cache_write:
+                saved, extra = rates.cache_savings(counts)  # type: ignore[arg-type]
+        rule = schedule.operations.get(event.operation, schedule.billing) if schedule.operations else schedule.billing
         if rule.round_to or rule.min_charge:
             cost = rule.apply(cost)
-        saved, extra = rates.cache_savings(counts) if (counts[1] or counts[2]) else (0, 0)
         warning = None
         if fell_back:
             warning = ("service_tier", f"no {event.service_tier!r} price for {schedule.model!r} at that time: "

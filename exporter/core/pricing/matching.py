@@ -63,3 +63,21 @@ def is_honest(ref: str, model: gp.ModelInfo) -> bool:
         return True
     base = base_name(ref)
     return base in names or base in {base_name(name) for name in names}
+
+
+def could_be_honest(ref: str, names: frozenset[str]) -> bool:
+    """A necessary condition for :func:`is_honest` against *any* model whose names and base names are
+    in ``names``: one set lookup, so a flood of made-up model names never reaches the source's
+    matcher (a scan of every model's match rule per new name)."""
+    lowered = ref.strip().lower()
+    return lowered in names or lowered.rsplit("/", 1)[-1] in names or base_name(ref) in names
+
+
+def name_index(models: list[gp.ModelInfo]) -> frozenset[str]:
+    """Every name and base name :func:`is_honest` can accept, over ``models``."""
+    index: set[str] = set()
+    for model in models:
+        for name in explicit_names(model):
+            index.add(name)
+            index.add(base_name(name))
+    return frozenset(index)

@@ -73,7 +73,9 @@ class Rates:
     components: tuple[Component, ...]
 
     def cost(self, counts: Sequence[int]) -> int:
-        return sum(c * n for c, n in zip(self.coef, counts) if c) + self.fee
+        c = self.coef
+        return (c[0] * counts[0] + c[1] * counts[1] + c[2] * counts[2] + c[3] * counts[3] + c[4] * counts[4]
+                + c[5] * counts[5] + c[6] * counts[6] + c[7] * counts[7] + self.fee)
 
     def cache_savings(self, counts: Sequence[int]) -> tuple[int, int]:
         """(saved by cache reads, extra paid for cache writes) versus billing those tokens as plain

@@ -67,3 +67,10 @@ def providers_by_priority() -> tuple[gp.Provider, ...]:
     everyone = providers()
     first = [p for pid in _FIRST_PARTY for p in everyone if p.id == pid]
     return (*first, *(p for p in everyone if p not in first))
+
+
+@cache
+def honest_names() -> frozenset[str]:
+    from .matching import name_index
+
+    return name_index([model for provider in providers() for model in provider.models])

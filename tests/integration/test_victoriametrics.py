@@ -625,9 +625,27 @@ def _compare(stack: Stack, case_id: str, expr: str, prom: dict[frozenset[tuple[s
     assert not problems, f"values differ for {expr}:\n  " + "\n  ".join(problems[:10])
 
 
+def _net_sides(expr: str) -> tuple[str, str] | None:
+    """``(A or B * 0) - (B or A * 0)`` (a net of two counters, either side possibly absent) → (A, B)."""
+    if not (expr.startswith("(") and expr.endswith(")")) or ") - (" not in expr:
+        return None
+    left, right = expr[1:-1].split(") - (", 1)
+    a, _, b_zero = left.partition(" or ")
+    b, _, a_zero = right.partition(" or ")
+    return (a, b) if (a_zero, b_zero) == (f"{a} * 0", f"{b} * 0") else None
+
+
 def _first_sample_bound(stack: Stack, expr: str) -> dict[frozenset[tuple[str, str]], float]:
     """For ``sum by (L) (increase(sel[w]))`` with w longer than the data: per group, the sum of the
-    first samples of its series (Prometheus' raw data)."""
+    first samples of its series (Prometheus' raw data). A difference of two such sums may differ by
+    both sides' bounds."""
+    sides = _net_sides(expr)
+    if sides is not None:
+        bound: dict[frozenset[tuple[str, str]], float] = {}
+        for side in sides:
+            for key, value in _first_sample_bound(stack, side).items():
+                bound[key] = bound.get(key, 0.0) + value
+        return bound
     match = _LINEAR_INCREASE.match(expr)
     assert match, (f"{expr} has a window longer than the data but is not `sum by (...) (increase(sel[w]))`: "
                    "VictoriaMetrics and Prometheus differ there by each series' first sample; extend "

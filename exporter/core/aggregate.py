@@ -108,18 +108,14 @@ class LabelCaps:
         seen = self.customers.get(tenant)
         if seen is None:
             seen = self.customers[tenant] = set()
-        if value in seen:
-            return value
-        if len(seen) < self.max_customers:
-            seen.add(value)
-            return value
-        overflow.append("customer")
-        return OTHER
+        return self._keep(seen, self.max_customers, value, "customer", overflow)
 
-    def _unknown(self, seen: set[str], value: str, label: str, overflow: list[str]) -> str:
+    @staticmethod
+    def _keep(seen: set[str], cap: int, value: str, label: str, overflow: list[str]) -> str:
+        """``value`` if already kept or ``seen`` is below ``cap`` (then kept), else ``__other__``."""
         if value in seen:
             return value
-        if len(seen) < self.max_unknown:
+        if len(seen) < cap:
             seen.add(value)
             return value
         overflow.append(label)
@@ -141,12 +137,14 @@ class LabelCaps:
         return OTHER
 
     def model(self, value: str, overflow: list[str]) -> str:
-        return value if value in self.prices else self._unknown(self.unknown_models, value, "model", overflow)
+        if value in self.prices:
+            return value
+        return self._keep(self.unknown_models, self.max_unknown, value, "model", overflow)
 
     def provider(self, value: str, overflow: list[str]) -> str:
         if value in KNOWN_PROVIDERS or value in self.prices.providers:
             return value
-        return self._unknown(self.unknown_providers, value, "provider", overflow)
+        return self._keep(self.unknown_providers, self.max_unknown, value, "provider", overflow)
 
 
 class DedupeWindow:

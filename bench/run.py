@@ -220,8 +220,8 @@ def bench_stages(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         # Instance attributes shadow the methods ingest calls; a name another change removed is skipped.
         for obj, attr, name in ((prices, "lookup", "price"), (prices, "cost", "price"), (prices, "sku_micros", "price"),
                                 (agg.store, "append", "persist"),
-                                (agg, "_record", "aggregate: _record (deltas)"),
-                                (agg, "_apply", "aggregate: _apply (merge)"), (agg, "_count", "aggregate: self-metrics"),
+                                (agg, "_apply", "aggregate: apply rows (count into state)"),
+                                (agg, "_count", "aggregate: self-metrics"),
                                 (agg.dedupe, "add", "aggregate: dedupe")):
             if callable(getattr(obj, attr, None)):
                 setattr(obj, attr, clock.wrap(name, getattr(obj, attr)))
@@ -511,7 +511,7 @@ def table(results: dict[str, Any]) -> str:
         us = s["us_per_event"]
         rows = [(f"stage, µs/event ({s['shape']}, batch {s['batch']})", "µs")]
         for key in ("decode", "validate", "price", "aggregate", "aggregate: accumulate loop (rest)",
-                    "aggregate: _record (deltas)", "aggregate: _apply (merge)", "aggregate: dedupe",
+                    "aggregate: apply rows (count into state)", "aggregate: dedupe",
                     "aggregate: self-metrics", "persist", "respond", "total"):
             if key in us:
                 rows.append((("  " if key.startswith("aggregate:") else "") + key, f"{us[key]:.2f}"))

@@ -1,17 +1,18 @@
 """The one ingest path: raw events → validated, deduplicated, priced, pre-aggregated series.
 
-The HTTP API, the simulator and backfill all call :meth:`Aggregator.ingest`. A batch is first
-reduced to per-series deltas in local dicts (so a 1000-event batch touches each shared series
-once), then the new absolute values are committed to the state store in one transaction, and
-only then applied in memory and acknowledged. A failed commit leaves memory untouched: nothing
-is half-counted.
+The HTTP API, the simulator, import and backfill all call :meth:`Aggregator.ingest`. Each accepted
+event becomes one compact row (labels capped, money priced); the request's rows are committed to
+the state store's log in one transaction, and only then counted into memory, in one pass
+(:meth:`Aggregator._apply_rows`, which start-up replay runs too), and acknowledged. A failed commit
+leaves memory untouched: nothing is half-counted. Why rows and not per-series deltas: on
+high-cardinality traffic nearly every event has its own label set, so reducing a batch to deltas
+first costs as much as counting it, and then memory has to merge the deltas again.
 """
 
 from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from functools import partial
 from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 from itertools import islice
@@ -249,13 +250,10 @@ class DedupeWindows:
         return added, evicted, counts
 
 
-def _histogram(buckets: tuple[float, ...], values: list[float]) -> list[Any]:
-    """[sum, count per bucket..., count above the last bound] of ``values``."""
-    counts: list[Any] = [0] * (len(buckets) + 2)
-    counts[0] = sum(values)
-    for index in map(partial(bisect_left, buckets), values):
-        counts[index + 1] += 1
-    return counts
+def _changed(current: dict[Any, Any], written: dict[Any, Any]) -> list[tuple[Any, Any]]:
+    """The items of ``current`` whose value differs from ``written`` (absent counts as different)."""
+    get = written.get
+    return [(key, value) for key, value in current.items() if get(key) != value]
 
 
 def _rejection_reason(errors: list[FieldError]) -> str:
@@ -267,11 +265,12 @@ def _rejection_reason(errors: list[FieldError]) -> str:
     return "invalid_field"
 
 
-# Per-group accumulator slots: one group per (tenant, customer, model, provider, operation, status,
-# error_type), so a 1000-event batch updates a few dozen groups, not thousands of series.
-_N, _IN, _OUT, _CR, _CW, _RS, _COST_UNITS, _LLM, _TOOL, _TS, _SAVED, _EXTRA = range(12)
-# Histogram values are gathered per (tenant, model, provider, operation): no customer in those labels.
-_DUR, _TTFT, _TPOT, _TOKS = range(4)
+# One accepted event as the log stores it and memory applies it: labels already capped, money priced
+# (atto-dollars), durations in seconds. Replaying a row gives the same counts whatever the price table
+# or the caps are by then.
+ROW_FIELDS = ("tenant", "customer", "model", "provider", "operation", "status", "error_type",
+              "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens",
+              "cost", "cache_saved", "cache_extra", "llm_calls", "tool_calls", "timestamp", "duration_s", "ttft_s")
 _KINDS = {spec.name: spec.kind for spec in m.USAGE_METRICS}
 _LABEL_CACHE_MAX = 50_000
 STEP_EVENTS = 500  # events between pauses of Aggregator.ingest_steps: a few ms of work
@@ -309,13 +308,15 @@ class Aggregator:
         self.meta: dict[str, Any] = {}
         self.checkpoint_every = checkpoint_every
         self._labels: dict[tuple[Any, ...], tuple[str, str, str, str, tuple[str, ...], Schedule | None]] = {}
-        self._dirty_series: dict[str, set[tuple[str, ...]]] = {spec.name: set() for spec in m.USAGE_METRICS}
-        self._dirty_customers: set[tuple[str, str]] = set()
-        self._dirty_daily: set[tuple[str, int, str]] = set()
+        # What the store's snapshot tables hold (lists copied): a checkpoint writes what differs from it.
+        self._written: dict[str, dict[Any, Any]] = {spec.name: {} for spec in m.USAGE_METRICS}
+        self._written_customers: dict[Any, Any] = {}
+        self._written_daily: dict[Any, Any] = {}
         self._daily_horizon = 0
         self._dedupe_added: list[tuple[str, float]] = []
         self._dedupe_removed: list[str] = []
         self._last_checkpoint = time.monotonic()
+        self._checkpointed_seq = 0
 
     def reconfigure(self, config: Config, prices: PriceBook) -> None:
         """Apply a reloaded configuration (see :mod:`exporter.server.reload`): tenants, caps, label
@@ -334,8 +335,11 @@ class Aggregator:
         for metric, values in snapshot.series.items():
             if metric in self.series:
                 self.series[metric].update(values)
+                self._written[metric].update((k, v.copy() if type(v) is list else v) for k, v in values.items())
         self.customers.update(snapshot.customers)
+        self._written_customers.update((key, row.copy()) for key, row in snapshot.customers.items())
         self.daily.update(snapshot.daily)
+        self._written_daily.update((key, row.copy()) for key, row in snapshot.daily.items())
         self.meta = snapshot.meta
         self.sources = set(snapshot.meta.get("sources", ()))
         self.dedupe.load(snapshot.dedupe)
@@ -356,14 +360,139 @@ class Aggregator:
             self.checkpoint()
 
     def _apply(self, record: dict[str, Any], replay: bool = False) -> None:
-        """Fold one log record (deltas, customers, daily rows, dedupe keys) into memory.
+        """Fold one log record into memory: its event rows (records written before schema 3 carry
+        per-series deltas instead), and on replay its dedupe ids."""
+        rows = record.get("e")
+        if rows is not None:
+            self._apply_rows(rows)
+        else:
+            self._apply_deltas(record)
+        if replay:
+            added, evicted, _ = self.dedupe.add(record["t"], dict(record["k"]))
+            self._dedupe_added.extend(added)
+            self._dedupe_removed.extend(evicted)
 
-        Hot path: a high-cardinality batch of 500 events carries ~2,000 series deltas, so the merge
-        is specialised per metric kind (no call per series) and dirty keys are kept per metric
-        (no (metric, key) tuple per series). Deltas are columns per metric, ``"v"``; records
-        written before (``"s"``) are still replayed."""
+    def _apply_rows(self, rows: Iterable[Sequence[Any]]) -> None:
+        """Count event rows into the series, customer and daily state: the one place that says which
+        series an event touches. Hot path: one pass, each series bound to a local, histograms and rows
+        updated in place (a scrape in another thread may see a histogram between its sum and its
+        bucket, never a count that goes down); nothing per event tracks what changed, the checkpoint
+        finds it by comparison."""
+        series, customers, daily = self.series, self.customers, self.daily
+        requests, errors, tokens = series[m.REQUESTS.name], series[m.ERRORS.name], series[m.TOKENS.name]
+        details, costs = series[m.TOKEN_DETAILS.name], series[m.COST.name]
+        savings, premiums = series[m.CACHE_SAVINGS.name], series[m.CACHE_WRITE_PREMIUM.name]
+        run_costs, calls, last = series[m.AGENT_RUN_COST.name], series[m.AGENT_CALLS.name], series[m.LAST_EVENT.name]
+        durations, ttfts, tpots = series[m.DURATION.name], series[m.TTFT.name], series[m.TPOT.name]
+        sizes = series[m.REQUEST_TOKENS.name]
+        duration_bounds, ttft_bounds, tpot_bounds, size_bounds = (
+            m.DURATION_BUCKETS, m.TTFT_BUCKETS, m.TPOT_BUCKETS, m.TOKEN_BUCKETS)
+        duration_slots, ttft_slots, tpot_slots, size_slots = (
+            len(duration_bounds) + 2, len(ttft_bounds) + 2, len(tpot_bounds) + 2, len(size_bounds) + 2)
+        for (tenant, customer, model, provider, operation, status, error_type, input_tokens, output_tokens,
+             cache_read, cache_write, reasoning, cost, saved, extra, llm_calls, tool_calls, timestamp,
+             duration, ttft) in rows:
+            key: tuple[Any, ...] = (tenant, customer, model, provider, operation, status)
+            requests[key] = requests.get(key, 0) + 1
+            if status == "error":
+                key = (tenant, model, provider, operation, error_type)
+                errors[key] = errors.get(key, 0) + 1
+            key = (tenant, customer, model, provider, "input")
+            tokens[key] = tokens.get(key, 0) + input_tokens
+            key = (tenant, customer, model, provider, "output")
+            tokens[key] = tokens.get(key, 0) + output_tokens
+            key = (tenant, customer, model, provider)
+            costs[key] = costs.get(key, 0) + cost
+            if cache_read:
+                key = (tenant, model, provider, "cache_read")
+                details[key] = details.get(key, 0) + cache_read
+            if cache_write:
+                key = (tenant, model, provider, "cache_write")
+                details[key] = details.get(key, 0) + cache_write
+            if reasoning:
+                key = (tenant, model, provider, "reasoning")
+                details[key] = details.get(key, 0) + reasoning
+            if saved or extra:
+                key = (tenant, model, provider)
+                if saved:
+                    savings[key] = savings.get(key, 0) + saved
+                if extra:
+                    premiums[key] = premiums.get(key, 0) + extra
+            if operation == "agent_run":
+                key = (tenant, model, status)
+                run_costs[key] = run_costs.get(key, 0) + cost
+            if llm_calls:
+                key = (tenant, model, "llm")
+                calls[key] = calls.get(key, 0) + llm_calls
+            if tool_calls:
+                key = (tenant, model, "tool")
+                calls[key] = calls.get(key, 0) + tool_calls
+            key = (tenant,)
+            if timestamp > last.get(key, 0.0):
+                last[key] = timestamp
+
+            key = (tenant, model, provider, operation)
+            hist = durations.get(key)
+            if hist is None:
+                hist = durations[key] = [0] * duration_slots
+            hist[0] += duration
+            hist[bisect_left(duration_bounds, duration) + 1] += 1
+            if ttft is not None:
+                key = (tenant, model, provider)
+                hist = ttfts.get(key)
+                if hist is None:
+                    hist = ttfts[key] = [0] * ttft_slots
+                hist[0] += ttft
+                hist[bisect_left(ttft_bounds, ttft) + 1] += 1
+                if output_tokens > 1:
+                    per_token = (duration - ttft) / (output_tokens - 1)
+                    hist = tpots.get(key)
+                    if hist is None:
+                        hist = tpots[key] = [0] * tpot_slots
+                    hist[0] += per_token
+                    hist[bisect_left(tpot_bounds, per_token) + 1] += 1
+            if operation != "agent_run" and operation != "tool_call":
+                key = (tenant, model, provider, "input")
+                hist = sizes.get(key)
+                if hist is None:
+                    hist = sizes[key] = [0] * size_slots
+                hist[0] += input_tokens
+                hist[bisect_left(size_bounds, input_tokens) + 1] += 1
+                key = (tenant, model, provider, "output")
+                hist = sizes.get(key)
+                if hist is None:
+                    hist = sizes[key] = [0] * size_slots
+                hist[0] += output_tokens
+                hist[bisect_left(size_bounds, output_tokens) + 1] += 1
+
+            failed = 1 if status == "error" else 0
+            key = (tenant, customer)
+            row = customers.get(key)
+            if row is None:
+                row = customers[key] = [0, 0, 0, 0, 0, 0.0]
+            row[_EVENTS] += 1
+            row[_INPUT] += input_tokens
+            row[_OUTPUT] += output_tokens
+            row[_COST] += cost
+            row[_ERRORS] += failed
+            if timestamp > row[_LATEST]:
+                row[_LATEST] = timestamp
+            key = (tenant, int(timestamp // DAY), customer)
+            row = daily.get(key)
+            if row is None:
+                row = daily[key] = [0, 0, 0, 0, 0]
+            row[_EVENTS] += 1
+            row[_INPUT] += input_tokens
+            row[_OUTPUT] += output_tokens
+            row[_COST] += cost
+            row[_ERRORS] += failed
+
+    def _apply_deltas(self, record: dict[str, Any]) -> None:
+        """A log record written before schema 3: per-series deltas (``"v"`` columns per metric, or
+        ``"s"`` triples), customer and daily deltas. Read only when replaying an older state's log,
+        which the first checkpoint after start-up folds away."""
         columns = record.get("v")
-        if columns is None:  # a log row in an earlier form: "s" as flat triples or per-metric items
+        if columns is None:
             deltas = record["s"]
             grouped: dict[str, tuple[list[Any], list[Any]]] = {}
             for metric, labels, delta in (deltas if type(deltas) is list else (
@@ -372,51 +501,30 @@ class Aggregator:
                 column[0].append(labels)
                 column[1].append(delta)
             columns = grouped
-        series, dirty = self.series, self._dirty_series
         for metric, (keys, values) in columns.items():
-            if replay or type(keys[0]) is not tuple:  # JSON gives lists; keys must be tuples
-                keys = [tuple(labels) for labels in keys]
-            items = zip(keys, values)
-            store = series[metric]
-            get = store.get
+            store = self.series[metric]
             kind = _KINDS[metric]
-            if kind == "counter":
-                for key, delta in items:
-                    store[key] = get(key, 0) + delta
-            elif kind == "histogram":
-                for key, delta in items:
-                    old = get(key)
-                    store[key] = delta if old is None else [a + b for a, b in zip(old, delta)]
-            else:  # gauges keep the max
-                for key, delta in items:
-                    old = get(key)
-                    store[key] = delta if old is None or delta > old else old
-            dirty[metric].update(keys)
-        customers = self.customers
+            for labels, delta in zip(keys, values):
+                key = tuple(labels)
+                old = store.get(key)
+                if old is None:
+                    store[key] = delta
+                elif kind == "counter":
+                    store[key] = old + delta
+                elif kind == "histogram":
+                    store[key] = [a + b for a, b in zip(old, delta)]
+                elif delta > old:  # gauges keep the max
+                    store[key] = delta
         for tenant, customer, delta in record["c"]:
-            key = (tenant, customer)
-            old = customers.get(key)
+            old = self.customers.get((tenant, customer))
             if old is None:
-                customers[key] = list(delta)
-            else:  # in place: one row per customer per request
-                old[_EVENTS] += delta[_EVENTS]
-                old[_INPUT] += delta[_INPUT]
-                old[_OUTPUT] += delta[_OUTPUT]
-                old[_COST] += delta[_COST]
-                old[_ERRORS] += delta[_ERRORS]
-                if delta[_LATEST] > old[_LATEST]:
-                    old[_LATEST] = delta[_LATEST]
-            self._dirty_customers.add(key)
-        daily = self.daily
+                self.customers[(tenant, customer)] = list(delta)
+            else:
+                old[:_LATEST] = [a + b for a, b in zip(old[:_LATEST], delta[:_LATEST])]
+                old[_LATEST] = max(old[_LATEST], delta[_LATEST])
         for tenant, day, customer, delta in record.get("d", ()):
-            key3 = (tenant, day, customer)
-            old = daily.get(key3)
-            daily[key3] = delta if old is None else [a + b for a, b in zip(old, delta)]
-            self._dirty_daily.add(key3)
-        if replay:
-            added, evicted, _ = self.dedupe.add(record["t"], dict(record["k"]))
-            self._dedupe_added.extend(added)
-            self._dedupe_removed.extend(evicted)
+            old = self.daily.get((tenant, day, customer))
+            self.daily[(tenant, day, customer)] = list(delta) if old is None else [a + b for a, b in zip(old, delta)]
 
     def _prune_daily(self) -> int | None:
         """Forget daily rows older than the rollup's horizon (checked once per new day); the new horizon
@@ -427,28 +535,31 @@ class Aggregator:
         self._daily_horizon = horizon
         for key in [key for key in self.daily if key[1] < horizon]:
             del self.daily[key]
-        self._dirty_daily = {key for key in self._dirty_daily if key[1] >= horizon}
+            self._written_daily.pop(key, None)
         return horizon
 
     def checkpoint(self) -> None:
-        """Write the series and customers touched since the last checkpoint; fold the log away."""
+        """Write the series, customers and daily rows that changed since the last checkpoint; fold the
+        log away. Changes are found by comparing with what was written (a pass over the state every few
+        seconds), which keeps change tracking out of the per-event path."""
         horizon = self._prune_daily()
-        if not (any(self._dirty_series.values()) or self._dirty_customers or self._dirty_daily
-                or self._dedupe_added or self._dedupe_removed or horizon is not None):
+        series = [(metric, key, value) for metric, values in self.series.items()
+                  for key, value in _changed(values, self._written[metric])]
+        customers = _changed(self.customers, self._written_customers)
+        daily = _changed(self.daily, self._written_daily)
+        if not (series or customers or daily or self._dedupe_added or self._dedupe_removed or horizon is not None
+                or self.store.last_seq > self._checkpointed_seq):
             return
+        upto_seq = self.store.last_seq
         self.store.checkpoint(Checkpoint(
-            upto_seq=self.store.last_seq,
-            series=[(metric, key, self.series[metric][key]) for metric, keys in self._dirty_series.items()
-                    for key in keys],
-            customers=[(key, self.customers[key]) for key in self._dirty_customers],
-            daily=[(key, self.daily[key]) for key in self._dirty_daily],
-            daily_before=horizon,
+            upto_seq=upto_seq, series=series, customers=customers, daily=daily, daily_before=horizon,
             dedupe_add=[(k, t) for k, t in self._dedupe_added if k in self.dedupe],
             dedupe_remove=[k for k in self._dedupe_removed if k not in self.dedupe]))
-        for keys in self._dirty_series.values():
-            keys.clear()
-        self._dirty_customers.clear()
-        self._dirty_daily.clear()
+        for metric, key, value in series:
+            self._written[metric][key] = value.copy() if type(value) is list else value
+        self._written_customers.update((key, row.copy()) for key, row in customers)
+        self._written_daily.update((key, row.copy()) for key, row in daily)
+        self._checkpointed_seq = upto_seq
         self._dedupe_added.clear()
         self._dedupe_removed = []
         self._last_checkpoint = time.monotonic()
@@ -515,15 +626,16 @@ class Aggregator:
 
     def _accumulate(self, events: Iterable[tuple[int, Event | None]], result: IngestResult, source: str,
                     now: float) -> Generator[None, None, IngestResult]:
+        """Dedupe, resolve labels and price each event into one compact row (:data:`ROW_FIELDS`); the
+        request's rows and ids are then one log record, durable before memory applies them."""
         prices, label_cache = self.prices, self._labels
         seen_of, other_seen = self.dedupe.seen_of, self.dedupe.overflow.seen  # per-tenant windows
-        groups: dict[tuple[Any, ...], list[Any]] = {}
-        observations: dict[tuple[str, str, str, str], tuple[list[float], ...]] = {}
+        rows: list[tuple[Any, ...]] = []
+        append = rows.append
         new_keys: dict[str, float] = {}
         overflow: list[str] = []
         unpriced: list[str] = []
         new_errors: list[tuple[str, dict[str, Any]]] = []
-        daily: dict[tuple[str, int, str], list[int]] = {}
 
         pause_at = STEP_EVENTS
         for index, event in events:
@@ -537,8 +649,6 @@ class Aggregator:
                 result.duplicates += 1
                 continue
             new_keys[key] = now
-            result.accepted += 1
-            timestamp: float = event.timestamp  # type: ignore[assignment]
 
             cache_key = (event.tenant, event.customer, event.model, event.provider)
             labels = label_cache.get(cache_key)
@@ -554,56 +664,18 @@ class Aggregator:
                 if warning[0] == "model":
                     unpriced.append(model)
                 result.warn(index, event.id, *warning)
-
-            input_tokens, output_tokens = event.input_tokens, event.output_tokens
-            group_key = (tenant, customer, model, provider, event.operation, event.status, event.error_type)
-            acc = groups.get(group_key)
-            if acc is None:
-                acc = groups[group_key] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0, 0]
-            acc[_N] += 1
-            acc[_IN] += input_tokens
-            acc[_OUT] += output_tokens
-            acc[_CR] += event.cache_read_tokens
-            acc[_CW] += event.cache_write_tokens
-            acc[_RS] += event.reasoning_tokens
-            acc[_COST_UNITS] += cost
-            if saved or extra:
-                acc[_SAVED] += saved
-                acc[_EXTRA] += extra
-            acc[_LLM] += event.llm_calls
-            acc[_TOOL] += event.tool_calls
-            if timestamp > acc[_TS]:
-                acc[_TS] = timestamp
-            day_key = (tenant, int(timestamp // DAY), customer)
-            day_row = daily.get(day_key)
-            if day_row is None:
-                day_row = daily[day_key] = [0, 0, 0, 0, 0]
-            day_row[_EVENTS] += 1
-            day_row[_INPUT] += input_tokens
-            day_row[_OUTPUT] += output_tokens
-            day_row[_COST] += cost
+            ttft_ms = event.ttft_ms
+            append((tenant, customer, model, provider, event.operation, event.status, event.error_type,
+                    event.input_tokens, event.output_tokens, event.cache_read_tokens, event.cache_write_tokens,
+                    event.reasoning_tokens, cost, saved, extra, event.llm_calls, event.tool_calls, event.timestamp,
+                    event.duration_ms / 1000.0, None if ttft_ms is None else ttft_ms / 1000.0))
             if event.status == "error":
-                day_row[_ERRORS] += 1
-            obs_key = (tenant, model, provider, event.operation)
-            obs = observations.get(obs_key)
-            if obs is None:
-                obs = observations[obs_key] = ([], [], [], [])
-            duration = event.duration_ms / 1000.0
-            obs[_DUR].append(duration)
-            if event.ttft_ms is not None:
-                ttft = event.ttft_ms / 1000.0
-                obs[_TTFT].append(ttft)
-                if output_tokens > 1:  # type: ignore[operator]
-                    obs[_TPOT].append((duration - ttft) / (output_tokens - 1))  # type: ignore[operator]
-            obs[_TOKS].append(input_tokens)
-            obs[_TOKS].append(output_tokens)
-            if event.status == "error":
-                new_errors.append((tenant, {"timestamp": timestamp, "customer": customer, "model": model,
+                new_errors.append((tenant, {"timestamp": event.timestamp, "customer": customer, "model": model,
                                             "error_type": event.error_type, "error_message": event.error_message}))
+        result.accepted = len(rows)
 
-        if new_keys:
-            record = self._record(groups, observations, new_keys, now)
-            record["d"] = [(tenant, day, customer, row) for (tenant, day, customer), row in daily.items()]
+        if rows:
+            record = {"t": now, "k": list(new_keys.items()), "e": rows}
             try:
                 if source not in self.sources:  # recorded before the events: a state never hides a source
                     self.store.set_meta("sources", sorted(self.sources | {source}))
@@ -628,78 +700,6 @@ class Aggregator:
             self.checkpoint()
         except StoreUnavailable:
             self._last_checkpoint = time.monotonic()
-
-    @staticmethod
-    def _record(groups: dict[tuple[Any, ...], list[Any]], observations: dict[tuple[str, str, str, str], tuple[list[float], ...]],
-                new_keys: dict[str, float], now: float) -> dict[str, Any]:
-        """The batch as per-series deltas: what the log stores and what memory applies."""
-        deltas: dict[str, dict[tuple[str, ...], Any]] = {spec.name: {} for spec in m.USAGE_METRICS}
-        customers: dict[tuple[str, str], list[Any]] = {}
-
-        def add(metric: str, key: tuple[str, ...], value: Any) -> None:
-            series = deltas[metric]
-            series[key] = series.get(key, 0) + value
-
-        def add_hist(metric: str, key: tuple[str, ...], buckets: tuple[float, ...], values: list[float]) -> None:
-            series = deltas[metric]
-            hist = _histogram(buckets, values)
-            old = series.get(key)
-            series[key] = hist if old is None else [a + b for a, b in zip(old, hist)]
-
-        # The series every group touches, bound once: a high-cardinality batch has a group per event.
-        requests, tokens, cost = deltas[m.REQUESTS.name], deltas[m.TOKENS.name], deltas[m.COST.name]
-        for (tenant, customer, model, provider, operation, status, error_type), acc in groups.items():
-            n = acc[_N]
-            key = (tenant, customer, model, provider, operation, status)
-            requests[key] = requests.get(key, 0) + n
-            if status == "error":
-                add(m.ERRORS.name, (tenant, model, provider, operation, error_type), n)
-            key = (tenant, customer, model, provider, "input")
-            tokens[key] = tokens.get(key, 0) + acc[_IN]
-            key = (tenant, customer, model, provider, "output")
-            tokens[key] = tokens.get(key, 0) + acc[_OUT]
-            for token_type, slot in (("cache_read", _CR), ("cache_write", _CW), ("reasoning", _RS)):
-                if acc[slot]:
-                    add(m.TOKEN_DETAILS.name, (tenant, model, provider, token_type), acc[slot])
-            key = (tenant, customer, model, provider)
-            cost[key] = cost.get(key, 0) + acc[_COST_UNITS]
-            if acc[_SAVED]:
-                add(m.CACHE_SAVINGS.name, (tenant, model, provider), acc[_SAVED])
-            if acc[_EXTRA]:
-                add(m.CACHE_WRITE_PREMIUM.name, (tenant, model, provider), acc[_EXTRA])
-            if operation == "agent_run":
-                add(m.AGENT_RUN_COST.name, (tenant, model, status), acc[_COST_UNITS])
-            if acc[_LLM]:
-                add(m.AGENT_CALLS.name, (tenant, model, "llm"), acc[_LLM])
-            if acc[_TOOL]:
-                add(m.AGENT_CALLS.name, (tenant, model, "tool"), acc[_TOOL])
-            last = deltas[m.LAST_EVENT.name]
-            if acc[_TS] > last.get((tenant,), 0.0):
-                last[(tenant,)] = acc[_TS]
-            row = customers.get((tenant, customer))
-            if row is None:
-                row = customers[(tenant, customer)] = [0, 0, 0, 0, 0, 0.0]
-            row[_EVENTS] += n
-            row[_INPUT] += acc[_IN]
-            row[_OUTPUT] += acc[_OUT]
-            row[_COST] += acc[_COST_UNITS]
-            row[_ERRORS] += n if status == "error" else 0
-            if acc[_TS] > row[_LATEST]:
-                row[_LATEST] = acc[_TS]
-        for (tenant, model, provider, operation), obs in observations.items():
-            add_hist(m.DURATION.name, (tenant, model, provider, operation), m.DURATION_BUCKETS, obs[_DUR])
-            if obs[_TTFT]:
-                add_hist(m.TTFT.name, (tenant, model, provider), m.TTFT_BUCKETS, obs[_TTFT])
-            if obs[_TPOT]:
-                add_hist(m.TPOT.name, (tenant, model, provider), m.TPOT_BUCKETS, obs[_TPOT])
-            if operation != "agent_run" and operation != "tool_call":
-                tokens = obs[_TOKS]
-                add_hist(m.REQUEST_TOKENS.name, (tenant, model, provider, "input"), m.TOKEN_BUCKETS, tokens[0::2])
-                add_hist(m.REQUEST_TOKENS.name, (tenant, model, provider, "output"), m.TOKEN_BUCKETS, tokens[1::2])
-        return {"t": now, "k": list(new_keys.items()),
-                # Columns (keys, values) per metric: two C-level list copies, no tuple per delta.
-                "v": {metric: (list(series), list(series.values())) for metric, series in deltas.items() if series},
-                "c": [(tenant, customer, row) for (tenant, customer), row in customers.items()]}
 
     def _count_dedupe(self, forgotten: Counter[tuple[str, str]]) -> None:
         self.telemetry.dedupe_entries.set(len(self.dedupe))

@@ -1,10 +1,11 @@
-"""SQLite state store: a log of per-request deltas, folded into snapshot tables at checkpoints.
+"""SQLite state store: a log of per-request event rows, folded into snapshot tables at checkpoints.
 
 Why a log: an event is acknowledged only after its request is durable, so each request must be
-one transaction. Writing every touched series per request costs microseconds per *event*; one
-log row per request (the batch's pre-aggregated deltas and its dedupe ids, as one JSON blob)
-costs microseconds per *request*. Every few seconds a checkpoint writes the absolute values of the
-series touched since the last one and deletes the folded log rows, in one transaction. At start-up
+one transaction. Writing every touched series per request costs microseconds per *event* (an event
+touches a dozen series); one log row per request (the request's accepted events as compact rows and
+its dedupe ids, one JSON blob encoded in C) costs a fraction of a microsecond per event. Every few
+seconds a checkpoint writes the absolute values of the series changed since the last one and
+deletes the folded log rows, in one transaction. At start-up
 the snapshot is loaded and the remaining log replayed: an acknowledged event is never lost and,
 because log rows are deleted in the same transaction that folds them, never counted twice.
 
@@ -44,10 +45,12 @@ CREATE TABLE IF NOT EXISTS dedupe (key TEXT PRIMARY KEY, seen_at REAL NOT NULL) 
 CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY, record BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at REAL NOT NULL, pad BLOB);
 """
-# PRAGMA user_version. 2: money in integer atto-dollars (1e-18 USD), decimal strings in the tables
-# (it outgrows 64 bits, which SQLite INTEGER and orjson stop at), JSON numbers in log records (msgspec). 0/1: money in micro-dollars,
-# migrated on open (see _migrate).
-SCHEMA_VERSION = 2
+# PRAGMA user_version. 3: a log record holds the request's accepted events as rows (labels capped,
+# money priced), not per-series deltas. 2: money in integer atto-dollars (1e-18 USD), decimal strings in
+# the tables (it outgrows 64 bits, which SQLite INTEGER and orjson stop at), JSON numbers in log records
+# (msgspec). 0/1: money in micro-dollars, migrated on open (see _migrate). Log records of 0-2 are still
+# replayed (the aggregator's _apply_deltas) and folded away by the first checkpoint.
+SCHEMA_VERSION = 3
 _MONEY_METRICS = frozenset(spec.name for spec in m.USAGE_METRICS if spec.divisor == m.USD_UNITS)
 _MICROS_TO_UNITS = m.USD_UNITS // 10**6
 
@@ -148,7 +151,7 @@ class StateStore:
         return snapshot
 
     def append(self, record: dict[str, Any]) -> int:
-        """Durably append one request's deltas; returns its sequence number."""
+        """Durably append one request's record (its event rows and ids); returns its sequence number."""
         try:
             conn = self._connect()
             cursor = conn.execute("INSERT INTO log (record) VALUES (?)", (_dump_record(record),))
@@ -235,6 +238,8 @@ def _dump_record(record: dict[str, Any]) -> bytes:
 def _load_record(blob: bytes) -> dict[str, Any]:
     """Also reads the earlier forms: flat (metric, labels, delta) deltas, money as decimal strings."""
     record = _DECODE_RECORD(blob)
+    if "e" in record:  # schema 3: event rows, money already integers
+        return record
     deltas = record.get("s")
     if deltas is None:  # the current form: money already integers
         pass

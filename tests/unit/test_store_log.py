@@ -4,7 +4,9 @@ the next start may be a newer version."""
 from __future__ import annotations
 
 import sqlite3
+import time
 
+import msgspec
 import orjson
 
 from exporter.core.pricing import UNITS_PER_USD
@@ -45,17 +47,52 @@ def test_per_metric_items_still_replay(tmp_path):
     assert again.aggregator.series["llm_requests"][(*LABELS, "chat", "ok")] == 2
 
 
-def test_column_deltas_replay_exactly_after_a_crash(tmp_path):
-    """The current form (keys and values per metric, money as JSON numbers of any size): what is
-    only in the log when the process dies is counted once on the next start."""
+def test_schema_2_column_deltas_still_replay(tmp_path):
+    """Schema 2 logged keys and values per metric; a crash under that version leaves such rows."""
+    ex = make_exporter(tmp_path)
+    ex.store.close()
+    big, today = 5 * 2**64, int(time.time() // 86400)
+    record = {"t": 1.0, "k": [["acme\x00old", 1.0]],
+              "v": {"llm_cost_usd": [[LABELS], [big]], "llm_requests": [[[*LABELS, "chat", "ok"]], [3]],
+                    "llm_request_duration_seconds": [[["acme", "gpt-4o", "openai", "chat"]],
+                                                     [[1.5, *([0] * 8), 3, *([0] * 9)]]]},
+              "c": [["acme", "c1", [3, 10, 1, big, 0, 2.0]]], "d": [["acme", today, "c1", [3, 10, 1, big, 0]]]}
+    conn = sqlite3.connect(tmp_path / "state.db")
+    conn.execute("INSERT INTO log (record) VALUES (?)", (_msgspec_json(record),))
+    conn.commit()
+    conn.close()
+    again = make_exporter(tmp_path)
+    assert again.aggregator.series["llm_cost_usd"][tuple(LABELS)] == big
+    assert again.aggregator.series["llm_requests"][(*LABELS, "chat", "ok")] == 3
+    assert again.aggregator.series["llm_request_duration_seconds"][("acme", "gpt-4o", "openai", "chat")][9] == 3
+    assert again.aggregator.daily[("acme", today, "c1")] == [3, 10, 1, big, 0]
+    assert "acme\x00old" in again.aggregator.dedupe
+    again.store.close()
+    ex3 = make_exporter(tmp_path)  # folded by the first checkpoint: counted once, not again
+    assert ex3.aggregator.series["llm_requests"][(*LABELS, "chat", "ok")] == 3
+
+
+def _msgspec_json(record: dict) -> bytes:
+    """As the store writes it: integers of any size as JSON numbers."""
+    return msgspec.json.encode(record)
+
+
+def test_event_rows_replay_exactly_after_a_crash(tmp_path):
+    """The current form (one row per accepted event, money as JSON numbers of any size): what is
+    only in the log when the process dies is counted once on the next start, into the same series,
+    histograms, customer and daily rows as the live path counted it."""
     ex = make_exporter(tmp_path)
     ex.aggregator.checkpoint_every = float("inf")
-    ex.aggregator.ingest([ev(id=f"e{i}", cost_usd=50_000.25, customer=f"c{i % 2}") for i in range(4)], "api")
+    ex.aggregator.ingest([ev(id=f"e{i}", cost_usd=50_000.25, customer=f"c{i % 2}", ttft_ms=100 + i,
+                             status="error" if i == 3 else "ok", error_type="timeout" if i == 3 else None)
+                          for i in range(4)], "api")
     expected = {metric: dict(values) for metric, values in ex.aggregator.series.items()}
+    expected_daily = dict(ex.aggregator.daily)
     ex.store.close()  # no aggregator checkpoint, as after SIGKILL: the log alone holds the events
     conn = sqlite3.connect(tmp_path / "state.db")
     assert conn.execute("SELECT count(*) FROM log").fetchone()[0] == 1
     conn.close()
     again = make_exporter(tmp_path)
     assert {metric: dict(values) for metric, values in again.aggregator.series.items()} == expected
+    assert dict(again.aggregator.daily) == expected_daily
     assert sum(row["events"] for row in again.aggregator.customer_rows("acme", "events", True, 10)) == 4

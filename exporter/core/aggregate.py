@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
+from functools import partial
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from typing import Any, Generator, Iterable, Iterator, Sequence
@@ -215,9 +216,14 @@ class DedupeWindows:
         """Remember ``new_keys`` and forget what the bounds require: (keys kept, keys forgotten,
         forgotten or never kept per (window, reason)). A batch larger than its window keeps its newest."""
         by_window: dict[int, tuple[DedupeWindow, list[tuple[str, float]]]] = {}
+        prefix, items = "\x00", []  # a batch is mostly one tenant's: find its window once per run of keys
         for item in new_keys.items():
-            window = self.window_of(item[0].partition("\x00")[0])
-            by_window.setdefault(id(window), (window, []))[1].append(item)
+            if not item[0].startswith(prefix):
+                tenant = item[0].partition("\x00")[0]
+                prefix = tenant + "\x00"
+                window = self.window_of(tenant)
+                items = by_window.setdefault(id(window), (window, []))[1]
+            items.append(item)
         added: list[tuple[str, float]] = []
         evicted: list[str] = []
         counts: Counter[tuple[str, str]] = Counter()
@@ -248,6 +254,17 @@ class DedupeWindows:
             self.total -= len(drop)
             counts[(largest.name, "size")] += len(drop)
         return added, evicted, counts
+
+
+def _new_series(spec: m.MetricSpec) -> dict[tuple[str, ...], Any]:
+    """A metric's state: label values → value. Counters and histograms are defaultdicts, so
+    :meth:`Aggregator._apply_rows` adds with one subscript (half the time of ``get`` and a store);
+    reading code uses ``get``/``items`` and never creates a series by looking."""
+    if spec.kind == "counter":
+        return defaultdict(int)
+    if spec.kind == "histogram":
+        return defaultdict(partial(list, (0,) * (len(spec.buckets) + 2)))
+    return {}
 
 
 def _changed(current: dict[Any, Any], written: dict[Any, Any]) -> list[tuple[Any, Any]]:
@@ -297,12 +314,12 @@ class Aggregator:
         self.limits = Limits(config.ingest_max_age, config.ingest_max_future, config.limits_max_label_length)
         self.caps = LabelCaps(config, prices)
         self.dedupe = DedupeWindows(config)
-        self.series: dict[str, dict[tuple[str, ...], Any]] = {spec.name: {} for spec in m.USAGE_METRICS}
-        self.customers: dict[tuple[str, str], list[Any]] = {}
+        self.series: dict[str, dict[tuple[str, ...], Any]] = {spec.name: _new_series(spec) for spec in m.USAGE_METRICS}
+        self.customers: dict[tuple[str, str], list[Any]] = defaultdict(partial(list, (0, 0, 0, 0, 0, 0.0)))
         self.recent_errors: dict[str, deque[dict[str, Any]]] = {}
         # (tenant, UTC day number, customer) → [events, input, output, cost (atto-USD), errors]; customers are
         # the capped label values, days are the last usage.daily-days: bounded like the metrics.
-        self.daily: dict[tuple[str, int, str], list[int]] = {}
+        self.daily: dict[tuple[str, int, str], list[int]] = defaultdict(partial(list, (0, 0, 0, 0, 0)))
         self.daily_days = config.usage_daily_days
         self.sources: set[str] = set()
         self.meta: dict[str, Any] = {}
@@ -374,8 +391,9 @@ class Aggregator:
 
     def _apply_rows(self, rows: Iterable[Sequence[Any]]) -> None:
         """Count event rows into the series, customer and daily state: the one place that says which
-        series an event touches. Hot path: one pass, each series bound to a local, histograms and rows
-        updated in place (a scrape in another thread may see a histogram between its sum and its
+        series an event touches. Hot path: one pass, each series bound to a local, counters and
+        histograms default to zero (one subscript per update, see :func:`_new_series`), histograms and
+        rows updated in place (a scrape in another thread may see a histogram between its sum and its
         bucket, never a count that goes down); nothing per event tracks what changed, the checkpoint
         finds it by comparison."""
         series, customers, daily = self.series, self.customers, self.daily
@@ -387,89 +405,56 @@ class Aggregator:
         sizes = series[m.REQUEST_TOKENS.name]
         duration_bounds, ttft_bounds, tpot_bounds, size_bounds = (
             m.DURATION_BUCKETS, m.TTFT_BUCKETS, m.TPOT_BUCKETS, m.TOKEN_BUCKETS)
-        duration_slots, ttft_slots, tpot_slots, size_slots = (
-            len(duration_bounds) + 2, len(ttft_bounds) + 2, len(tpot_bounds) + 2, len(size_bounds) + 2)
         for (tenant, customer, model, provider, operation, status, error_type, input_tokens, output_tokens,
              cache_read, cache_write, reasoning, cost, saved, extra, llm_calls, tool_calls, timestamp,
              duration, ttft) in rows:
-            key: tuple[Any, ...] = (tenant, customer, model, provider, operation, status)
-            requests[key] = requests.get(key, 0) + 1
+            requests[tenant, customer, model, provider, operation, status] += 1
+            tokens[tenant, customer, model, provider, "input"] += input_tokens
+            tokens[tenant, customer, model, provider, "output"] += output_tokens
+            costs[tenant, customer, model, provider] += cost
             if status == "error":
-                key = (tenant, model, provider, operation, error_type)
-                errors[key] = errors.get(key, 0) + 1
-            key = (tenant, customer, model, provider, "input")
-            tokens[key] = tokens.get(key, 0) + input_tokens
-            key = (tenant, customer, model, provider, "output")
-            tokens[key] = tokens.get(key, 0) + output_tokens
-            key = (tenant, customer, model, provider)
-            costs[key] = costs.get(key, 0) + cost
+                errors[tenant, model, provider, operation, error_type] += 1
             if cache_read:
-                key = (tenant, model, provider, "cache_read")
-                details[key] = details.get(key, 0) + cache_read
+                details[tenant, model, provider, "cache_read"] += cache_read
             if cache_write:
-                key = (tenant, model, provider, "cache_write")
-                details[key] = details.get(key, 0) + cache_write
+                details[tenant, model, provider, "cache_write"] += cache_write
             if reasoning:
-                key = (tenant, model, provider, "reasoning")
-                details[key] = details.get(key, 0) + reasoning
-            if saved or extra:
-                key = (tenant, model, provider)
-                if saved:
-                    savings[key] = savings.get(key, 0) + saved
-                if extra:
-                    premiums[key] = premiums.get(key, 0) + extra
+                details[tenant, model, provider, "reasoning"] += reasoning
+            if saved:
+                savings[tenant, model, provider] += saved
+            if extra:
+                premiums[tenant, model, provider] += extra
             if operation == "agent_run":
-                key = (tenant, model, status)
-                run_costs[key] = run_costs.get(key, 0) + cost
+                run_costs[tenant, model, status] += cost
             if llm_calls:
-                key = (tenant, model, "llm")
-                calls[key] = calls.get(key, 0) + llm_calls
+                calls[tenant, model, "llm"] += llm_calls
             if tool_calls:
-                key = (tenant, model, "tool")
-                calls[key] = calls.get(key, 0) + tool_calls
-            key = (tenant,)
-            if timestamp > last.get(key, 0.0):
-                last[key] = timestamp
+                calls[tenant, model, "tool"] += tool_calls
+            if timestamp > last.get((tenant,), 0.0):
+                last[(tenant,)] = timestamp
 
-            key = (tenant, model, provider, operation)
-            hist = durations.get(key)
-            if hist is None:
-                hist = durations[key] = [0] * duration_slots
+            hist = durations[tenant, model, provider, operation]
             hist[0] += duration
             hist[bisect_left(duration_bounds, duration) + 1] += 1
             if ttft is not None:
-                key = (tenant, model, provider)
-                hist = ttfts.get(key)
-                if hist is None:
-                    hist = ttfts[key] = [0] * ttft_slots
+                hist = ttfts[tenant, model, provider]
                 hist[0] += ttft
                 hist[bisect_left(ttft_bounds, ttft) + 1] += 1
                 if output_tokens > 1:
                     per_token = (duration - ttft) / (output_tokens - 1)
-                    hist = tpots.get(key)
-                    if hist is None:
-                        hist = tpots[key] = [0] * tpot_slots
+                    hist = tpots[tenant, model, provider]
                     hist[0] += per_token
                     hist[bisect_left(tpot_bounds, per_token) + 1] += 1
             if operation != "agent_run" and operation != "tool_call":
-                key = (tenant, model, provider, "input")
-                hist = sizes.get(key)
-                if hist is None:
-                    hist = sizes[key] = [0] * size_slots
+                hist = sizes[tenant, model, provider, "input"]
                 hist[0] += input_tokens
                 hist[bisect_left(size_bounds, input_tokens) + 1] += 1
-                key = (tenant, model, provider, "output")
-                hist = sizes.get(key)
-                if hist is None:
-                    hist = sizes[key] = [0] * size_slots
+                hist = sizes[tenant, model, provider, "output"]
                 hist[0] += output_tokens
                 hist[bisect_left(size_bounds, output_tokens) + 1] += 1
 
             failed = 1 if status == "error" else 0
-            key = (tenant, customer)
-            row = customers.get(key)
-            if row is None:
-                row = customers[key] = [0, 0, 0, 0, 0, 0.0]
+            row = customers[tenant, customer]
             row[_EVENTS] += 1
             row[_INPUT] += input_tokens
             row[_OUTPUT] += output_tokens
@@ -477,10 +462,7 @@ class Aggregator:
             row[_ERRORS] += failed
             if timestamp > row[_LATEST]:
                 row[_LATEST] = timestamp
-            key = (tenant, int(timestamp // DAY), customer)
-            row = daily.get(key)
-            if row is None:
-                row = daily[key] = [0, 0, 0, 0, 0]
+            row = daily[tenant, int(timestamp // DAY), customer]
             row[_EVENTS] += 1
             row[_INPUT] += input_tokens
             row[_OUTPUT] += output_tokens
@@ -538,6 +520,20 @@ class Aggregator:
             self._written_daily.pop(key, None)
         return horizon
 
+    def _dedupe_changes(self) -> dict[str, list[Any]]:
+        """The dedupe rows to write and delete since the last checkpoint. A key only added is still
+        remembered, one only forgotten is gone; only keys both added and forgotten in the period
+        (in either order) need a look at the windows, so a flood costs set operations, not a lookup
+        per key."""
+        added = dict(self._dedupe_added)
+        removed = set(self._dedupe_removed)
+        for key in added.keys() & removed:
+            if key in self.dedupe:
+                removed.discard(key)
+            else:
+                del added[key]
+        return {"dedupe_add": list(added.items()), "dedupe_remove": list(removed)}
+
     def checkpoint(self) -> None:
         """Write the series, customers and daily rows that changed since the last checkpoint; fold the
         log away. Changes are found by comparing with what was written (a pass over the state every few
@@ -553,8 +549,7 @@ class Aggregator:
         upto_seq = self.store.last_seq
         self.store.checkpoint(Checkpoint(
             upto_seq=upto_seq, series=series, customers=customers, daily=daily, daily_before=horizon,
-            dedupe_add=[(k, t) for k, t in self._dedupe_added if k in self.dedupe],
-            dedupe_remove=[k for k in self._dedupe_removed if k not in self.dedupe]))
+            **self._dedupe_changes()))
         for metric, key, value in series:
             self._written[metric][key] = value.copy() if type(value) is list else value
         self._written_customers.update((key, row.copy()) for key, row in customers)

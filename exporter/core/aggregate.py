@@ -173,8 +173,8 @@ class DedupeWindows:
     ``llm_exporter_dedupe_evictions_total{tenant,reason="size"}`` shows. Memory is bounded twice: at
     most ``limits.max-tenants`` windows (later tenants share the ``__other__`` window), and at most
     ``dedupe.max-entries`` keys in all: past it, the *largest* window gives up its oldest ids, so a
-    flood still only costs the flooder. The persisted form is unchanged (``tenant\x00id`` keys):
-    windows are rebuilt from the keys on load.
+    flood still only costs the flooder. The store keeps ``tenant\x00id`` keys as a journal of
+    accepted keys (see :meth:`Aggregator.checkpoint`); windows are rebuilt from it on load.
     """
 
     def __init__(self, config: Config) -> None:
@@ -206,11 +206,20 @@ class DedupeWindows:
     def __len__(self) -> int:
         return self.total
 
-    def load(self, keys: Iterable[tuple[str, float]]) -> None:
-        """Keys from the snapshot, oldest first."""
+    def load(self, keys: Iterable[tuple[str, float]], now: float) -> None:
+        """Keys from the store in the order they were accepted (a key accepted again after it was
+        forgotten appears twice; the later counts), then bounded as live ingest bounds them: the
+        journal also holds keys forgotten since, and the bounds may have changed."""
+        ordered: dict[str, float] = {}
         for key, seen_at in keys:
-            self.window_of(key.partition("\x00")[0]).seen[key] = seen_at
-        self.total = len(self.overflow) + sum(map(len, self.windows.values()))
+            if key in ordered:
+                del ordered[key]
+            ordered[key] = seen_at
+        self.add(now, ordered)
+
+    def items(self) -> list[tuple[str, float]]:
+        """Every remembered key with the time it was accepted, each window's oldest first."""
+        return [item for window in (*self.windows.values(), self.overflow) for item in window.seen.items()]
 
     def add(self, now: float, new_keys: dict[str, float]) -> tuple[list[tuple[str, float]], list[str], Counter[tuple[str, str]]]:
         """Remember ``new_keys`` and forget what the bounds require: (keys kept, keys forgotten,
@@ -234,6 +243,12 @@ class DedupeWindows:
                 if seen_at >= cutoff:
                     break
                 expired.append(key)
+            if items[0][1] < cutoff:  # only when loading: keys accepted longer ago than the window
+                fresh = [item for item in items if item[1] >= cutoff]
+                counts[(window.name, "age")] += len(items) - len(fresh)
+                items = fresh
+                if not items:
+                    continue
             over = max(len(seen) - len(expired) + len(items) - window.max_entries, 0)
             by_size = list(islice(islice(seen, len(expired), None), over))
             kept = items[over - len(by_size):]
@@ -290,6 +305,7 @@ ROW_FIELDS = ("tenant", "customer", "model", "provider", "operation", "status", 
               "cost", "cache_saved", "cache_extra", "llm_calls", "tool_calls", "timestamp", "duration_s", "ttft_s")
 _KINDS = {spec.name: spec.kind for spec in m.USAGE_METRICS}
 _LABEL_CACHE_MAX = 50_000
+JOURNAL_SLACK = 100_000  # dedupe journal entries allowed beyond twice the remembered ids
 STEP_EVENTS = 500  # events between pauses of Aggregator.ingest_steps: a few ms of work
 
 
@@ -330,8 +346,9 @@ class Aggregator:
         self._written_customers: dict[Any, Any] = {}
         self._written_daily: dict[Any, Any] = {}
         self._daily_horizon = 0
-        self._dedupe_added: list[tuple[str, float]] = []
-        self._dedupe_removed: list[str] = []
+        self._dedupe_added: list[tuple[str, float]] = []  # accepted since the last checkpoint, in order
+        self._journal_keys = 0  # keys in the store's dedupe journal, forgotten ones included
+        self._rewrite_journal = False
         self._last_checkpoint = time.monotonic()
         self._checkpointed_seq = 0
 
@@ -359,7 +376,9 @@ class Aggregator:
         self._written_daily.update((key, row.copy()) for key, row in snapshot.daily.items())
         self.meta = snapshot.meta
         self.sources = set(snapshot.meta.get("sources", ()))
-        self.dedupe.load(snapshot.dedupe)
+        self.dedupe.load(snapshot.dedupe, time.time())
+        self._journal_keys = len(snapshot.dedupe)
+        self._rewrite_journal = snapshot.dedupe_legacy
         for record in snapshot.log:
             self._apply(record, replay=True)
         for tenant, customer in self.customers:
@@ -373,7 +392,7 @@ class Aggregator:
                 self.caps.unknown_providers.add(provider)
         self.telemetry.dedupe_entries.set(len(self.dedupe))
         self.telemetry.store_up.set(1)
-        if snapshot.log:
+        if snapshot.log or snapshot.dedupe_legacy:
             self.checkpoint()
 
     def _apply(self, record: dict[str, Any], replay: bool = False) -> None:
@@ -385,9 +404,7 @@ class Aggregator:
         else:
             self._apply_deltas(record)
         if replay:
-            added, evicted, _ = self.dedupe.add(record["t"], dict(record["k"]))
-            self._dedupe_added.extend(added)
-            self._dedupe_removed.extend(evicted)
+            self._dedupe_added.extend(self.dedupe.add(record["t"], dict(record["k"]))[0])
 
     def _apply_rows(self, rows: Iterable[Sequence[Any]]) -> None:
         """Count event rows into the series, customer and daily state: the one place that says which
@@ -520,43 +537,40 @@ class Aggregator:
             self._written_daily.pop(key, None)
         return horizon
 
-    def _dedupe_changes(self) -> dict[str, list[Any]]:
-        """The dedupe rows to write and delete since the last checkpoint. A key only added is still
-        remembered, one only forgotten is gone; only keys both added and forgotten in the period
-        (in either order) need a look at the windows, so a flood costs set operations, not a lookup
-        per key."""
-        added = dict(self._dedupe_added)
-        removed = set(self._dedupe_removed)
-        for key in added.keys() & removed:
-            if key in self.dedupe:
-                removed.discard(key)
-            else:
-                del added[key]
-        return {"dedupe_add": list(added.items()), "dedupe_remove": list(removed)}
-
     def checkpoint(self) -> None:
-        """Write the series, customers and daily rows that changed since the last checkpoint; fold the
-        log away. Changes are found by comparing with what was written (a pass over the state every few
-        seconds), which keeps change tracking out of the per-event path."""
+        """Write the series, customers and daily rows that changed since the last checkpoint, and the
+        ids accepted since; fold the log away. Changes are found by comparing with what was written
+        (a pass over the state every few seconds), which keeps change tracking out of the per-event
+        path.
+
+        Dedupe ids are a journal: each checkpoint appends the ids accepted since (one blob, not a
+        row per id) and nothing is deleted when an id is forgotten, since replaying the journal
+        through the same bounds forgets it again. When the journal holds more than twice the ids
+        remembered (plus :data:`JOURNAL_SLACK`), it is rewritten as the remembered ids alone, so
+        its size and the start-up replay stay bounded by ``dedupe.max-entries``."""
         horizon = self._prune_daily()
         series = [(metric, key, value) for metric, values in self.series.items()
                   for key, value in _changed(values, self._written[metric])]
         customers = _changed(self.customers, self._written_customers)
         daily = _changed(self.daily, self._written_daily)
-        if not (series or customers or daily or self._dedupe_added or self._dedupe_removed or horizon is not None
+        if not (series or customers or daily or self._dedupe_added or horizon is not None or self._rewrite_journal
                 or self.store.last_seq > self._checkpointed_seq):
             return
         upto_seq = self.store.last_seq
+        rewrite = self._rewrite_journal or (
+            self._journal_keys + len(self._dedupe_added) > 2 * len(self.dedupe) + JOURNAL_SLACK)
+        dedupe_keys = self.dedupe.items() if rewrite else self._dedupe_added
         self.store.checkpoint(Checkpoint(
             upto_seq=upto_seq, series=series, customers=customers, daily=daily, daily_before=horizon,
-            **self._dedupe_changes()))
+            dedupe_keys=dedupe_keys, dedupe_rewrite=rewrite))
         for metric, key, value in series:
             self._written[metric][key] = value.copy() if type(value) is list else value
         self._written_customers.update((key, row.copy()) for key, row in customers)
         self._written_daily.update((key, row.copy()) for key, row in daily)
         self._checkpointed_seq = upto_seq
-        self._dedupe_added.clear()
-        self._dedupe_removed = []
+        self._journal_keys = len(dedupe_keys) + (0 if rewrite else self._journal_keys)
+        self._rewrite_journal = False
+        self._dedupe_added = []
         self._last_checkpoint = time.monotonic()
 
     # --- ingest -----------------------------------------------------------------------------------
@@ -680,9 +694,8 @@ class Aggregator:
                 self.telemetry.store_up.set(0)
                 raise
             self._apply(record)
-            added, evicted, forgotten = self.dedupe.add(now, new_keys)
+            added, _, forgotten = self.dedupe.add(now, new_keys)
             self._dedupe_added.extend(added)
-            self._dedupe_removed.extend(evicted)
             self._count_dedupe(forgotten)
             if time.monotonic() - self._last_checkpoint >= self.checkpoint_every:
                 self._checkpoint_quietly()

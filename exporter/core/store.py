@@ -41,16 +41,18 @@ CREATE TABLE IF NOT EXISTS daily (
     errors INTEGER NOT NULL, PRIMARY KEY (tenant, day, customer)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS dedupe (key TEXT PRIMARY KEY, seen_at REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dedupe_log (seq INTEGER PRIMARY KEY, keys BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY, record BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at REAL NOT NULL, pad BLOB);
 """
 # PRAGMA user_version. 3: a log record holds the request's accepted events as rows (labels capped,
-# money priced), not per-series deltas. 2: money in integer atto-dollars (1e-18 USD), decimal strings in
+# money priced), not per-series deltas; dedupe ids are a journal of blobs (dedupe_log), not a row per
+# id (schema 0-2's dedupe table is read once and dropped by the first checkpoint). 2: money in integer atto-dollars (1e-18 USD), decimal strings in
 # the tables (it outgrows 64 bits, which SQLite INTEGER and orjson stop at), JSON numbers in log records
 # (msgspec). 0/1: money in micro-dollars, migrated on open (see _migrate). Log records of 0-2 are still
 # replayed (the aggregator's _apply_deltas) and folded away by the first checkpoint.
 SCHEMA_VERSION = 3
+_ATTO_SCHEMA = 2  # the first with money in atto-dollars: older states are rescaled on open
 _MONEY_METRICS = frozenset(spec.name for spec in m.USAGE_METRICS if spec.divisor == m.USD_UNITS)
 _MICROS_TO_UNITS = m.USD_UNITS // 10**6
 
@@ -65,7 +67,8 @@ class Snapshot:
     customers: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
     daily: dict[tuple[str, int, str], list[int]] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
-    dedupe: list[tuple[str, float]] = field(default_factory=list)
+    dedupe: list[tuple[str, float]] = field(default_factory=list)  # in the order accepted
+    dedupe_legacy: bool = False  # read from schema 0-2's dedupe table: rewrite it as a journal
     log: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -78,8 +81,8 @@ class Checkpoint:
     customers: list[tuple[tuple[str, str], list[Any]]] = field(default_factory=list)
     daily: list[tuple[tuple[str, int, str], list[int]]] = field(default_factory=list)
     daily_before: int | None = None  # drop daily rows of days before this one (the rollup's horizon)
-    dedupe_add: list[tuple[str, float]] = field(default_factory=list)
-    dedupe_remove: list[str] = field(default_factory=list)
+    dedupe_keys: list[tuple[str, float]] = field(default_factory=list)  # appended to the dedupe journal
+    dedupe_rewrite: bool = False  # dedupe_keys replace the journal (and schema 0-2's dedupe table)
 
 
 class StateStore:
@@ -104,7 +107,7 @@ class StateStore:
                 conn.execute("PRAGMA locking_mode=EXCLUSIVE")
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
                 legacy = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'customers'").fetchone()
-                if version < SCHEMA_VERSION and legacy:
+                if version < _ATTO_SCHEMA and legacy:
                     _migrate(conn)
                 conn.executescript(SCHEMA)
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -141,7 +144,11 @@ class StateStore:
                                     "errors FROM daily"):
                 snapshot.daily[(row[0], row[1], row[2])] = [row[3], row[4], row[5], int(row[6]), row[7]]
             snapshot.meta = {key: orjson.loads(value) for key, value in conn.execute("SELECT key, value FROM meta")}
-            snapshot.dedupe = list(conn.execute("SELECT key, seen_at FROM dedupe ORDER BY seen_at"))
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'dedupe'").fetchone():
+                snapshot.dedupe = list(conn.execute("SELECT key, seen_at FROM dedupe ORDER BY seen_at"))
+                snapshot.dedupe_legacy = True
+            for (block,) in conn.execute("SELECT keys FROM dedupe_log ORDER BY seq"):
+                snapshot.dedupe.extend(_DECODE_KEYS(block))
             for seq, record in conn.execute("SELECT seq, record FROM log ORDER BY seq"):
                 snapshot.log.append(_load_record(record))
                 self.last_seq = seq
@@ -180,8 +187,13 @@ class StateStore:
                                   for (t, d, c), row in checkpoint.daily))
                 if checkpoint.daily_before is not None:
                     conn.execute("DELETE FROM daily WHERE day < ?", (checkpoint.daily_before,))
-                conn.executemany("INSERT OR REPLACE INTO dedupe (key, seen_at) VALUES (?, ?)", checkpoint.dedupe_add)
-                conn.executemany("DELETE FROM dedupe WHERE key = ?", ((k,) for k in checkpoint.dedupe_remove))
+                if checkpoint.dedupe_rewrite:
+                    conn.execute("DELETE FROM dedupe_log")
+                    conn.execute("DROP TABLE IF EXISTS dedupe")
+                keys = checkpoint.dedupe_keys
+                conn.executemany("INSERT INTO dedupe_log (keys) VALUES (?)",
+                                 ((_ENCODE_RECORD(keys[i:i + _KEYS_PER_BLOCK]),)
+                                  for i in range(0, len(keys), _KEYS_PER_BLOCK)))
                 conn.execute("DELETE FROM log WHERE seq <= ?", (checkpoint.upto_seq,))
                 conn.execute("COMMIT")
             except BaseException:
@@ -226,6 +238,8 @@ class StateStore:
 
 _ENCODE_RECORD = msgspec.json.Encoder().encode
 _DECODE_RECORD = msgspec.json.Decoder().decode
+_DECODE_KEYS = msgspec.json.Decoder(list[tuple[str, float]]).decode
+_KEYS_PER_BLOCK = 65_536  # dedupe journal rows of a few MiB
 
 
 def _dump_record(record: dict[str, Any]) -> bytes:
@@ -254,7 +268,7 @@ def _load_record(blob: bytes) -> dict[str, Any]:
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
-    """Schema 0/1 → 2 in one transaction: money from micro-dollars to atto-dollars (× 10^12, exact),
+    """Schema 0/1 → 3 in one transaction: money from micro-dollars to atto-dollars (× 10^12, exact),
     in the snapshot tables *and* in the log still to replay, so nothing is mis-scaled."""
     conn.execute("BEGIN IMMEDIATE")
     try:

@@ -96,3 +96,57 @@ def test_event_rows_replay_exactly_after_a_crash(tmp_path):
     assert {metric: dict(values) for metric, values in again.aggregator.series.items()} == expected
     assert dict(again.aggregator.daily) == expected_daily
     assert sum(row["events"] for row in again.aggregator.customer_rows("acme", "events", True, 10)) == 4
+
+
+def _journal(conn: sqlite3.Connection) -> tuple[int, int]:
+    """(rows, ids) in the store's dedupe journal (read through the exporter's connection: it holds an
+    exclusive lock)."""
+    blocks = [msgspec.json.decode(keys) for (keys,) in conn.execute("SELECT keys FROM dedupe_log")]
+    return len(blocks), sum(map(len, blocks))
+
+
+def test_dedupe_journal_stays_bounded_and_rebuilds_the_same_windows(tmp_path, monkeypatch):
+    """Ids are journaled, never deleted one by one; the journal is rewritten when it outgrows twice the
+    remembered ids (+ slack), and a restart remembers exactly what the live process remembered."""
+    monkeypatch.setattr("exporter.core.aggregate.JOURNAL_SLACK", 50)
+    settings = dict(dedupe_max_entries=300, dedupe_max_entries_per_tenant=100)
+    ex = make_exporter(tmp_path, **settings)
+    now = time.time()
+    largest = 0
+    for round_ in range(30):
+        batch = [ev(id=f"r{round_}-{i}", tenant=("a", "b", "c")[i % 3]) for i in range(60)]
+        assert ex.aggregator.ingest(batch, "api", now=now).accepted == 60
+        ex.aggregator.checkpoint()
+        largest = max(largest, _journal(ex.store._connect())[1])
+    remembered = {key for key, _ in ex.aggregator.dedupe.items()}
+    assert len(remembered) == 300  # three windows of 100
+    assert largest <= 2 * 300 + 50 + 60  # the bound, plus the ids of one checkpoint
+    ex.store.close()
+    again = make_exporter(tmp_path, **settings)
+    assert {key for key, _ in again.aggregator.dedupe.items()} == remembered
+    assert again.aggregator.ingest([ev(id="r29-0", tenant="a")], "api", now=now).duplicates == 1
+    assert again.aggregator.ingest([ev(id="r0-0", tenant="a")], "api", now=now).accepted == 1  # forgotten
+
+
+def test_schema_2_dedupe_table_becomes_the_journal(tmp_path):
+    """A schema-2 state (money already in atto-dollars, a row per dedupe id) opens without rescaling
+    money, and its ids become the journal."""
+    ex = make_exporter(tmp_path)
+    ex.aggregator.ingest([ev(cost_usd=1.25)], "api")
+    ex.aggregator.checkpoint()
+    cost = dict(ex.aggregator.series["llm_cost_usd"])
+    ex.store.close()
+    conn = sqlite3.connect(tmp_path / "state.db")
+    conn.execute("CREATE TABLE dedupe (key TEXT PRIMARY KEY, seen_at REAL NOT NULL) WITHOUT ROWID")
+    conn.executemany("INSERT INTO dedupe VALUES (?, ?)", [(f"acme\x00old{i}", time.time() - 60 + i) for i in range(5)])
+    conn.execute("PRAGMA user_version=2")
+    conn.commit()
+    conn.close()
+    again = make_exporter(tmp_path)
+    assert dict(again.aggregator.series["llm_cost_usd"]) == cost
+    assert again.aggregator.ingest([ev(id="old3")], "api").duplicates == 1
+    again.store.close()
+    conn = sqlite3.connect(tmp_path / "state.db")
+    assert conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'dedupe'").fetchone() is None
+    assert _journal(conn)[1] == 5 + 1  # the table's ids and the one accepted before
+    conn.close()

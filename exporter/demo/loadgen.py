@@ -61,8 +61,7 @@ def make_bodies(count: int, batch: int, scenario: str = "steady", seed: int = 1,
     now = time.time()
     bodies = []
     for _ in range(count):
-        events = [sim.event(now, now) for _ in range(batch)]
-        bodies.append(orjson.dumps({"events": events}))
+        bodies.append(orjson.dumps({"events": sim.events_at(now, batch, stamp=now)}))
     return bodies
 
 

@@ -18,7 +18,8 @@ What is measured:
            prometheus_client.generate_latest on the same samples, and vs the baseline server.
   under_scrape  ingest alone vs while /metrics is fetched every second.
   memory   RSS over 10M events at a fixed series set (a child process, so nothing else counts).
-  simulator     events/s the simulator generates.
+  simulator     events/s the simulator generates: the complete event dicts the live exporter, loadgen
+                and backfill get, without and with the ground-truth ledger.
 """
 
 from __future__ import annotations

@@ -29,5 +29,5 @@ def test_quick_bench_measures_every_section(tmp_path: Path) -> None:
     assert scrape["samples"] > 1000 and scrape["ours_http_ms"] > 0 and scrape["generate_latest_same_samples_ms"] > 0
     assert scrape["under_scrape"]["scrapes_per_run"][0] >= 1
     assert results["memory"]["curve"][-1]["events"] == results["memory"]["events"]
-    assert results["simulator"]["generated_per_second"] > 0
+    assert results["simulator"]["generated_per_second"] > 0 and results["simulator"]["with_ledger_per_second"] > 0
     assert results["machine"]["cpus"] and "HTTP ingest" in run.stdout and "RSS over" in run.stdout

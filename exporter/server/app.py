@@ -11,14 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import gzip
 import html
 import platform
 import signal
 import time
 from dataclasses import dataclass
 from importlib import resources
-from typing import AsyncIterator, Iterable
+from typing import AsyncIterator, Callable, Iterable
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
@@ -32,7 +31,7 @@ from starlette.routing import Route
 from .. import __version__
 from ..config import Config
 from ..core.aggregate import Aggregator
-from ..core.exposition import FastUsageWriter, UsageCollector
+from ..core.exposition import OM_EOF, FastUsageWriter, UsageCollector
 from ..core.pricing import PriceBook, load_price_book
 from ..core.ratelimit import TenantRateLimits
 from ..core.store import StateStore, StoreUnavailable
@@ -42,10 +41,6 @@ from .http import HTTPProblem, MetricsMiddleware, TokenAuth, json_response, prob
 from .ingest import EVENTS, OTLP_TRACES, FrontDoor, store_ready
 from .reload import Loader, Reloader, set_budgets
 
-_OM_EOF = b"# EOF\n"
-# Level 1 compresses exposition text ~10x at a fraction of level 9's CPU (prometheus-client's
-# choice); a scrape is latency-bound, not bandwidth-bound.
-GZIP_LEVEL = 1
 
 # The /usage page: plain files shipped in the package, served as they are (no build step, no CDN).
 _STATIC = {"usage.html": "text/html; charset=utf-8", "usage.js": "text/javascript; charset=utf-8",
@@ -78,15 +73,22 @@ class Exporter:
     writer: FastUsageWriter
     front_door: FrontDoor
 
-    def render_metrics(self, accept: str) -> tuple[bytes, str]:
-        """The /metrics body for the negotiated format, and its content type."""
+    def render_metrics(self, accept: str, gzipped: bool = False) -> tuple[bytes, str]:
+        """The /metrics body for the negotiated format (gzip-compressed if ``gzipped``), and its content type."""
+        render, content_type = self.metrics_renderer(accept, gzipped)
+        return render(), content_type
+
+    def metrics_renderer(self, accept: str, gzipped: bool) -> tuple[Callable[[], bytes], str]:
+        """Takes the state for one scrape now and returns what renders it, safe to call in another
+        thread: the self-metrics are encoded and the usage series snapshotted here, on the thread
+        that ingests, so the body is one instant's state however long the rendering takes."""
         encoder, content_type = choose_encoder(accept)
         openmetrics = content_type.startswith("application/openmetrics-text")
         own = encoder(self.self_registry)
-        usage = self.writer.render(openmetrics).encode()
         if openmetrics:
-            return own[:-len(_OM_EOF)] + usage + _OM_EOF, content_type
-        return own + usage, content_type
+            own = own[:-len(OM_EOF)]  # the writer ends the body with it, after the usage series
+        snapshot = self.writer.snapshot()
+        return functools.partial(self.writer.body, snapshot, own, openmetrics, gzipped), content_type
 
 
 class _RegistryView(Collector):
@@ -251,10 +253,13 @@ def create_app(config: Config, registry: CollectorRegistry | None = None, prices
         return Response(_static(name), media_type=media, headers=_PAGE_HEADERS)
 
     async def metrics(request: Request) -> Response:
-        data, content_type = ex.render_metrics(request.headers.get("accept", ""))
+        gzipped = accepts_gzip(request.headers.get("accept-encoding", ""))  # Prometheus always asks
+        render, content_type = ex.metrics_renderer(request.headers.get("accept", ""), gzipped)
+        # Rendering changed blocks and compressing them (zlib lets go of the GIL) happen off the
+        # event loop, so ingest goes on meanwhile.
+        data = await asyncio.to_thread(render)
         headers = {"Vary": "Accept-Encoding"}
-        if accepts_gzip(request.headers.get("accept-encoding", "")):  # Prometheus always asks
-            data = gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0)
+        if gzipped:
             headers["Content-Encoding"] = "gzip"
         return Response(data, media_type=content_type, headers=headers)
 

@@ -7,6 +7,7 @@ import subprocess
 
 import orjson
 import pytest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
@@ -189,6 +190,27 @@ def test_metrics_content_negotiation_and_route_templates(client):
     customers = {s.labels["customer"] for s in families["llm_requests"].samples}
     assert 'we"ird\\cust\nomer' in customers, "label escaping round-trips"
     assert "_created" not in text.text
+
+
+def test_metrics_gzip_as_prometheus_asks_shows_each_scrapes_state(client):
+    """The cached, compressed blocks over HTTP: gzip only when asked, and a later scrape sees the change."""
+    scrape_headers = {"Accept": "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+                      "Accept-Encoding": "gzip"}
+
+    def requests_ok(response) -> float:
+        om = response.headers["content-type"].startswith("application/openmetrics-text")
+        parse = parse_openmetrics if om else text_string_to_metric_families
+        return next(s.value for f in parse(response.text) if f.name == "llm_requests"
+                    for s in f.samples if s.labels["customer"] == "zipped" and s.name == "llm_requests_total")
+
+    post(client, [ev(customer="zipped")])
+    first = client.get("/metrics", headers=scrape_headers)
+    assert first.headers["content-encoding"] == "gzip" and first.headers["vary"] == "Accept-Encoding"
+    assert first.text.endswith("# EOF\n") and requests_ok(first) == 1
+    post(client, [ev(customer="zipped"), ev(customer="zipped")])
+    assert requests_ok(client.get("/metrics", headers=scrape_headers)) == 3
+    plain = client.get("/metrics", headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers and requests_ok(plain) == 3
 
 
 def test_metrics_pass_promtool_check(client):

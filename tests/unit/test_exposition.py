@@ -1,16 +1,20 @@
-"""The fast writer renders exactly the samples prometheus-client renders, in both formats."""
+"""The fast writer renders exactly the samples prometheus-client renders, in both formats, scrape
+after scrape while its caches see series change, appear and disappear."""
 
 from __future__ import annotations
 
+import gzip
 import shutil
 import subprocess
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
+from exporter.core import exposition
 from exporter.core import metrics as m
 from helpers import ev, make_exporter
 
@@ -55,3 +59,73 @@ def test_fast_writer_text_output_passes_promtool():
     body = ex.render_metrics("text/plain")[0]
     result = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True)
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+
+
+TEXT, OPENMETRICS = "text/plain; version=0.0.4", "application/openmetrics-text; version=1.0.0"
+tricky_value = st.one_of(label_value, st.sampled_from(['q"uo"te', "back\\slash", "new\nline", '\\"\n', "é✓"]))
+
+
+def assert_scrape_matches_reference(ex) -> None:
+    """Both formats, plain and gzip, give exactly prometheus-client's usage samples of the state now."""
+    reference = usage_samples(parse_text(generate_latest(ex.registry).decode()))
+    for accept, parse in ((TEXT, parse_text), (OPENMETRICS, parse_openmetrics)):
+        for body in ex.render_metrics(accept)[0], gzip.decompress(ex.render_metrics(accept, gzipped=True)[0]):
+            assert usage_samples(parse(body.decode())) == reference
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_cached_blocks_follow_every_change_between_scrapes(data):
+    """Blocks of 2 series, so a handful of series spans many blocks and a removal shifts the ones after
+    it; histograms are updated in place, as the aggregator may."""
+    ex = make_exporter()
+    series = ex.aggregator.series
+    specs = [m.REQUESTS, m.COST, m.DURATION]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(exposition, "_BLOCK", 2)
+        for _ in range(data.draw(st.integers(1, 5))):  # scrapes
+            for _ in range(data.draw(st.integers(0, 6))):  # changes before each
+                spec = data.draw(st.sampled_from(specs))
+                store = series[spec.name]
+                action = data.draw(st.sampled_from(["set", "remove", "add"] if store else ["add"]))
+                if action == "add":
+                    labels = tuple(data.draw(tricky_value) for _ in spec.labels)
+                else:
+                    labels = data.draw(st.sampled_from(sorted(store)))
+                if action == "remove":
+                    del store[labels]
+                elif spec.kind == "histogram":
+                    hist = store.setdefault(labels, [0.0] + [0] * (len(spec.buckets) + 1))
+                    hist[0] += data.draw(st.floats(0, 1e6, allow_nan=False))
+                    hist[1 + data.draw(st.integers(0, len(spec.buckets)))] += 1
+                else:
+                    store[labels] = data.draw(counter_value)
+            assert_scrape_matches_reference(ex)
+
+
+def test_a_scrape_shows_new_values_drops_removed_series_and_keeps_escaping():
+    """Over several blocks of the real size: what changed, what left and what stayed, by name."""
+    ex = make_exporter()
+    requests = ex.aggregator.series[m.REQUESTS.name]
+    odd = ('q"uo"te', "back\\slash", "new\nline", "gpt-4o", "openai", "chat")
+    for i in range(3 * exposition._BLOCK):
+        requests[("acme", f"c{i}", "gpt-4o", "openai", "chat", "ok")] = i
+    requests[odd] = 7
+    assert_scrape_matches_reference(ex)
+
+    def scrape() -> tuple[str, dict[str, float]]:
+        body = ex.render_metrics(TEXT)[0].decode()
+        return body, {s.labels["customer"]: s.value for f in parse_text(body) if f.name == "llm_requests"
+                      for s in f.samples}
+
+    requests[("acme", "c5", "gpt-4o", "openai", "chat", "ok")] = 1_000_001  # same keys, new values
+    requests[odd] = 8
+    body, samples = scrape()
+    assert 'customer="c5",model="gpt-4o",provider="openai",operation="chat",status="ok"} 1000001.0\n' in body
+    assert 'llm_requests_total{tenant="q\\"uo\\"te",customer="back\\\\slash",model="new\\nline",' in body
+    assert samples["back\\slash"] == 8 and samples["c4"] == 4 and len(samples) == 3 * exposition._BLOCK + 1
+    del requests[("acme", "c6", "gpt-4o", "openai", "chat", "ok")]  # every block after it shifts
+    body, samples = scrape()
+    assert 'customer="c6",' not in body and "c6" not in samples and len(samples) == 3 * exposition._BLOCK
+    assert samples["c5"] == 1_000_001 and samples["c7"] == 7 and samples["back\\slash"] == 8
+    assert_scrape_matches_reference(ex)

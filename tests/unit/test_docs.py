@@ -71,3 +71,12 @@ def test_every_otlp_attribute_we_read_is_documented():
     names += [*otlp.MODEL_ATTRIBUTES, *otlp.PROVIDER_ATTRIBUTES, *otlp.SERVICE_TIER_ATTRIBUTES,
               *otlp.TTFT_ATTRIBUTES, otlp.RESPONSE_ID_ATTRIBUTE, *(name for name, _ in otlp.LEGACY_OPERATIONS)]
     assert [n for n in names if f"`{n}`" not in README] == []
+
+
+def test_the_event_field_table_is_the_rule_table():
+    """Every field of the event rules (exporter/core/events.py RULES) has a row in the README's field
+    table, and the table documents no field the rules do not have (``usage`` rides with ``usage_format``)."""
+    from exporter.core.events import RULES
+    table = README.split("| field | type | rule |", 1)[1].split("\n\n", 1)[0]
+    documented = {name for row in table.splitlines()[2:] for name in re.findall(r"`([a-z_0-9]+)`", row.split("|")[1])}
+    assert documented == {rule.name for rule in RULES} | {"usage"}

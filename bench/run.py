@@ -441,7 +441,7 @@ def _bytes_per_series_and_id(args: argparse.Namespace) -> dict[str, Any]:
     series = _count_samples(ex.render_metrics("")[0].decode())
     window = exporter_in_process().aggregator.dedupe
     tracemalloc.start()  # the key strings count: the window holds them
-    window.add(now, {f"tenant-1\x00RUN0001-{i}": now for i in range(200_000)})
+    window.add(now, {"tenant-1": {f"tenant-1\x00RUN0001-{i}": now for i in range(200_000)}})
     per_id = tracemalloc.get_traced_memory()[0] / 200_000
     tracemalloc.stop()
     return {"bytes_per_exposed_sample": round(heap / series), "exposed_samples_measured": series,

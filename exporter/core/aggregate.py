@@ -17,7 +17,7 @@ from collections import Counter, defaultdict, deque
 from functools import partial
 from dataclasses import dataclass, field, replace
 from itertools import islice
-from typing import Any, Generator, Iterable, Iterator, Sequence
+from typing import Any, Generator, Iterable, Iterator, Mapping, Sequence
 
 from . import metrics as m
 from ..config import Config
@@ -210,29 +210,22 @@ class DedupeWindows:
         """Keys from the store in the order they were accepted (a key accepted again after it was
         forgotten appears twice; the later counts), then bounded as live ingest bounds them: the
         journal also holds keys forgotten since, and the bounds may have changed."""
-        ordered: dict[str, float] = {}
-        for key, seen_at in keys:
-            if key in ordered:
-                del ordered[key]
-            ordered[key] = seen_at
-        self.add(now, ordered)
+        self.add(now, by_tenant(keys))
 
     def items(self) -> list[tuple[str, float]]:
         """Every remembered key with the time it was accepted, each window's oldest first."""
         return [item for window in (*self.windows.values(), self.overflow) for item in window.seen.items()]
 
-    def add(self, now: float, new_keys: dict[str, float]) -> tuple[list[tuple[str, float]], list[str], Counter[tuple[str, str]]]:
-        """Remember ``new_keys`` and forget what the bounds require: (keys kept, keys forgotten,
-        forgotten or never kept per (window, reason)). A batch larger than its window keeps its newest."""
+    def add(self, now: float, new_keys: Mapping[str, dict[str, float]]
+            ) -> tuple[list[tuple[str, float]], list[str], Counter[tuple[str, str]]]:
+        """Remember ``new_keys`` (tenant → {key: time accepted}, see :func:`by_tenant`) and forget what
+        the bounds require: (keys kept, keys forgotten, forgotten or never kept per (window, reason)).
+        A batch larger than its window keeps its newest."""
         by_window: dict[int, tuple[DedupeWindow, list[tuple[str, float]]]] = {}
-        prefix, items = "\x00", []  # a batch is mostly one tenant's: find its window once per run of keys
-        for item in new_keys.items():
-            if not item[0].startswith(prefix):
-                tenant = item[0].partition("\x00")[0]
-                prefix = tenant + "\x00"
+        for tenant, keys in new_keys.items():
+            if keys:
                 window = self.window_of(tenant)
-                items = by_window.setdefault(id(window), (window, []))[1]
-            items.append(item)
+                by_window.setdefault(id(window), (window, []))[1].extend(keys.items())
         added: list[tuple[str, float]] = []
         evicted: list[str] = []
         counts: Counter[tuple[str, str]] = Counter()
@@ -269,6 +262,20 @@ class DedupeWindows:
             self.total -= len(drop)
             counts[(largest.name, "size")] += len(drop)
         return added, evicted, counts
+
+
+def by_tenant(keys: Iterable[tuple[str, float]]) -> dict[str, dict[str, float]]:
+    """``tenant\x00id`` keys in acceptance order, grouped by tenant as :meth:`DedupeWindows.add` takes
+    them; a key that appears twice keeps its later place (it was accepted again after it was forgotten)."""
+    grouped: dict[str, dict[str, float]] = {}
+    for key, seen_at in keys:
+        keys_of = grouped.get(key.partition("\x00")[0])
+        if keys_of is None:
+            keys_of = grouped[key.partition("\x00")[0]] = {}
+        elif key in keys_of:
+            del keys_of[key]
+        keys_of[key] = seen_at
+    return grouped
 
 
 def _new_series(spec: m.MetricSpec) -> dict[tuple[str, ...], Any]:
@@ -404,7 +411,7 @@ class Aggregator:
         else:
             self._apply_deltas(record)
         if replay:
-            self._dedupe_added.extend(self.dedupe.add(record["t"], dict(record["k"]))[0])
+            self._dedupe_added.extend(self.dedupe.add(record["t"], by_tenant(record["k"]))[0])
 
     def _apply_rows(self, rows: Iterable[Sequence[Any]]) -> None:
         """Count event rows into the series, customer and daily state: the one place that says which
@@ -641,7 +648,7 @@ class Aggregator:
         seen_of, other_seen = self.dedupe.seen_of, self.dedupe.overflow.seen  # per-tenant windows
         rows: list[tuple[Any, ...]] = []
         append = rows.append
-        new_keys: dict[str, float] = {}
+        new_keys: dict[str, dict[str, float]] = {}  # tenant → this batch's new keys, as the windows take them
         overflow: list[str] = []
         unpriced: list[str] = []
         new_errors: list[tuple[str, dict[str, Any]]] = []
@@ -653,11 +660,15 @@ class Aggregator:
                 yield
             if event is None:
                 continue
-            key = f"{event.tenant}\x00{event.id}"
-            if key in seen_of.get(event.tenant, other_seen) or key in new_keys:
+            sent_tenant = event.tenant
+            fresh = new_keys.get(sent_tenant)
+            if fresh is None:
+                fresh = new_keys[sent_tenant] = {}
+            key = f"{sent_tenant}\x00{event.id}"
+            if key in seen_of.get(sent_tenant, other_seen) or key in fresh:
                 result.duplicates += 1
                 continue
-            new_keys[key] = now
+            fresh[key] = now
 
             cache_key = (event.tenant, event.customer, event.model, event.provider)
             labels = label_cache.get(cache_key)
@@ -684,7 +695,7 @@ class Aggregator:
         result.accepted = len(rows)
 
         if rows:
-            record = {"t": now, "k": list(new_keys.items()), "e": rows}
+            record = {"t": now, "k": [item for keys in new_keys.values() for item in keys.items()], "e": rows}
             try:
                 if source not in self.sources:  # recorded before the events: a state never hides a source
                     self.store.set_meta("sources", sorted(self.sources | {source}))

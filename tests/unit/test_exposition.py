@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import shutil
 import subprocess
+import zlib
 
 import pytest
 from hypothesis import given, settings
@@ -129,3 +130,30 @@ def test_a_scrape_shows_new_values_drops_removed_series_and_keeps_escaping():
     assert 'customer="c6",' not in body and "c6" not in samples and len(samples) == 3 * exposition._BLOCK
     assert samples["c5"] == 1_000_001 and samples["c7"] == 7 and samples["back\\slash"] == 8
     assert_scrape_matches_reference(ex)
+
+
+@pytest.mark.parametrize("deflate", ["isal", "zlib"])
+def test_gzip_body_is_one_member_of_pieces_compressed_apart(deflate):
+    """Blocks compressed apart (ISA-L where installed, zlib elsewhere) join into one gzip member whose
+    CRC and length check out, and a changed block recompresses alone."""
+    module = pytest.importorskip("isal.isal_zlib") if deflate == "isal" else zlib
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(exposition, "_deflate", module)
+        ex = make_exporter()
+        requests = ex.aggregator.series[m.REQUESTS.name]
+        for i in range(2 * exposition._BLOCK + 5):
+            requests[("acme", f"c{i}", "gpt-4o", "openai", "chat", "ok")] = i
+        first = ex.render_metrics(TEXT, gzipped=True)[0]
+        requests[("acme", "c3", "gpt-4o", "openai", "chat", "ok")] = 99
+        before = ex.writer._blocks[m.REQUESTS.name]
+        second = ex.render_metrics(TEXT, gzipped=True)[0]
+        after = ex.writer._blocks[m.REQUESTS.name]
+        assert after[0] is not before[0] and all(a is b for a, b in zip(after[1:], before[1:], strict=True))
+        for body, c3 in ((first, 3), (second, 99)):
+            reader = zlib.decompressobj(wbits=31)  # one gzip member, nothing after it
+            text = reader.decompress(body).decode()
+            assert reader.eof and reader.unused_data == b""
+            assert gzip.decompress(body).decode() == text  # checks the CRC and the length
+            samples = {s.labels["customer"]: s.value for f in parse_text(text) if f.name == "llm_requests"
+                       for s in f.samples}
+            assert samples["c3"] == c3 and samples["c2052"] == 2052 and len(samples) == 2 * exposition._BLOCK + 5

@@ -82,7 +82,10 @@ PANEL_VALUES: dict[tuple[str, str], dict[str, Any]] = {
         "tenant": lambda stack: "acme", "model": lambda stack: stack.unpriced_model},
     # $status's first value is "error": failed agent runs of one tenant and model are too rare for a
     # 15 s window to hold one reliably (14 % of 6 % of events), so the check reads successful runs.
+    # The "Cost per run" stat (increase over 5m) needs two of them since the stack started: near the
+    # daily trough (03:00 UTC) fewer than two arrive in the first minute in ~12 % of seeds.
     ("llm-agents", "Cost per run and per successful run"): {"status": lambda stack: "ok"},
+    ("llm-agents", "Cost per run"): {"status": lambda stack: "ok"},
 }
 
 REGEX_META = re.compile(r"[$^*{}\[\]+?.()|\\]")

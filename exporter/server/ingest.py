@@ -177,7 +177,8 @@ class FrontDoor:
       serving while they parse (the GIL switches every 5 ms between the two), and at most one such
       decode per caller runs at a time: a tenant flooding big bodies queues behind itself;
     - counting runs through :meth:`Aggregator.ingest_steps`, which pauses every few hundred events
-      to let the loop answer others, while the batch stays one transaction;
+      (while validating and pricing, and again while counting the logged rows) to let the loop answer
+      others, while the batch stays one transaction;
     - per-tenant locks keep batches of the same tenant from interleaving, and only those.
     Slicing a batch into separate transactions would have been simpler but would break "a batch is
     counted whole or not at all" (and with it the 503 promise and the crash-safety tests).
@@ -219,7 +220,15 @@ class FrontDoor:
             try:
                 while True:
                     next(steps)
-                    await asyncio.sleep(0)
+                    try:
+                        await asyncio.sleep(0)
+                    except asyncio.CancelledError:
+                        # A batch once logged must be counted whole (a checkpoint would fold its
+                        # record away half counted): finish it here, then let the cancellation through.
+                        with contextlib.suppress(StoreUnavailable):
+                            for _ in steps:
+                                pass
+                        raise
             except StopIteration as done:
                 return done.value
             except StoreUnavailable as exc:

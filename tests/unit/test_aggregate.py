@@ -240,3 +240,29 @@ def test_per_tenant_window_settings_come_from_the_tenants_section():
     assert ex.aggregator.dedupe.window_of("a").max_age == 30 * 3600
     with pytest.raises(ConfigError, match="tenants.a.dedupe_max_age must be >= ingest.max-age"):
         make_exporter(yaml={"tenants": {"a": {"dedupe_max_age": "1h"}}})
+
+
+def test_a_checkpoint_never_folds_a_batch_that_is_still_being_counted(tmp_path):
+    """A big batch is counted in slices after its record is durable; another tenant's request that
+    finishes in between must not checkpoint (the record would be folded away half counted and the
+    rest lost on a crash)."""
+    from exporter.core.aggregate import STEP_EVENTS
+
+    ex = make_exporter(tmp_path)
+    agg = ex.aggregator
+    agg.checkpoint_max_events = 1  # every request's tail wants a checkpoint
+    now = time.time()
+    big = [ev(id=f"big{i}", tenant="a", input_tokens=7) for i in range(3 * STEP_EVENTS)]
+    steps = agg.ingest_steps(big, "api", now)
+    while agg._applying == 0:  # to the first pause after the record is in the log
+        next(steps)
+    assert agg.ingest([ev(id="small", tenant="b", input_tokens=5)], "api", now).accepted == 1
+    assert _input_tokens(agg, "a") < 7 * len(big)  # still being counted
+    ex.store.close()  # SIGKILL now: the store holds what checkpoints folded, plus the log
+    again = make_exporter(tmp_path)
+    assert _input_tokens(again.aggregator, "a") == 7 * len(big)  # durable before acknowledged: all of it
+    assert _input_tokens(again.aggregator, "b") == 5
+
+
+def _input_tokens(agg, tenant: str) -> int:
+    return sum(v for k, v in agg.series["llm_tokens"].items() if k[0] == tenant and k[4] == "input")

@@ -82,7 +82,7 @@ def test_event_rows_replay_exactly_after_a_crash(tmp_path):
     only in the log when the process dies is counted once on the next start, into the same series,
     histograms, customer and daily rows as the live path counted it."""
     ex = make_exporter(tmp_path)
-    ex.aggregator.checkpoint_every = float("inf")
+    ex.aggregator.checkpoint_every = ex.aggregator.checkpoint_max_events = float("inf")
     ex.aggregator.ingest([ev(id=f"e{i}", cost_usd=50_000.25, customer=f"c{i % 2}", ttft_ms=100 + i,
                              status="error" if i == 3 else "ok", error_type="timeout" if i == 3 else None)
                           for i in range(4)], "api")

@@ -1,5 +1,5 @@
 """The exporter's object wiring and route table: ingest (through :mod:`exporter.server.ingest`), the
-read API, health and /metrics, built by :func:`create_app`.
+read API (:mod:`exporter.server.read_api`), health, reload and /metrics, built by :func:`create_app`.
 
 Every request-level failure maps to a 4xx that says what to fix (or 503 when the store cannot take
 the write); per-event problems never fail the request (partial success). The fuzz tests hold the
@@ -16,7 +16,6 @@ import platform
 import signal
 import time
 from dataclasses import dataclass
-from importlib import resources
 from typing import AsyncIterator, Callable, Iterable
 
 from prometheus_client import CollectorRegistry
@@ -37,24 +36,10 @@ from ..core.ratelimit import TenantRateLimits
 from ..core.store import StateStore, StoreUnavailable
 from ..core.telemetry import Telemetry
 from ..formats import otlp
-from .http import HTTPProblem, MetricsMiddleware, TokenAuth, json_response, problem_response
+from .http import MetricsMiddleware, TokenAuth, json_response
 from .ingest import EVENTS, OTLP_TRACES, FrontDoor, store_ready
+from .read_api import ReadAPI
 from .reload import Loader, Reloader, set_budgets
-
-
-# The /usage page: plain files shipped in the package, served as they are (no build step, no CDN).
-_STATIC = {"usage.html": "text/html; charset=utf-8", "usage.js": "text/javascript; charset=utf-8",
-           "usage.css": "text/css; charset=utf-8"}
-_PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'", "X-Content-Type-Options": "nosniff",
-                 "Cache-Control": "no-cache"}
-
-
-@functools.cache
-def _static(name: str) -> bytes:
-    return resources.files("exporter.server").joinpath("static", name).read_bytes()
-
-
-CUSTOMER_SORT_KEYS = ("cost_usd", "events", "input_tokens", "output_tokens", "errors", "latest_timestamp", "customer")
 
 
 @dataclass
@@ -171,86 +156,7 @@ def create_app(config: Config, registry: CollectorRegistry | None = None, prices
     ``POST /-/reload`` when ``web.enable-lifecycle`` is on."""
     ex = exporter or build_exporter(config, registry, prices)
     reloader = Reloader(ex, reload) if reload is not None else None
-
-    def _scoped_tenant(request: Request) -> str:
-        tenant = request.path_params["tenant"]
-        caller = ex.auth.tenant_for(request)
-        if caller is not None and caller != tenant:
-            raise HTTPProblem(403, "forbidden", f"token of tenant {caller!r} cannot read tenant {tenant!r}")
-        return tenant
-
-    def _limit(request: Request, default: int, maximum: int) -> int:
-        raw = request.query_params.get("limit", str(default))
-        if not (raw.isascii() and raw.isdigit() and len(raw) <= 9) or not 1 <= int(raw) <= maximum:
-            raise HTTPProblem(400, "bad_request", f"limit must be an integer from 1 to {maximum}")
-        return int(raw)
-
-    async def get_customers(request: Request) -> Response:
-        try:
-            tenant = _scoped_tenant(request)
-            sort = request.query_params.get("sort", "cost_usd")
-            if sort not in CUSTOMER_SORT_KEYS:
-                raise HTTPProblem(400, "bad_request", f"sort must be one of {', '.join(CUSTOMER_SORT_KEYS)}")
-            order = request.query_params.get("order", "desc")
-            if order not in ("asc", "desc"):
-                raise HTTPProblem(400, "bad_request", "order must be asc or desc")
-            limit = _limit(request, 100, 10_000)
-        except HTTPProblem as exc:
-            return problem_response(exc)
-        rows = ex.aggregator.customer_rows(tenant, sort, order == "desc", limit)
-        return json_response({"tenant": tenant, "customers": rows})
-
-    async def get_errors(request: Request) -> Response:
-        try:
-            tenant = _scoped_tenant(request)
-            limit = _limit(request, 10, config.errors_ring_size)
-        except HTTPProblem as exc:
-            return problem_response(exc)
-        return json_response({"tenant": tenant, "errors": ex.aggregator.errors_of(tenant, limit)})
-
-    def _days(request: Request) -> int:
-        raw = request.query_params.get("days", "30")
-        maximum = config.usage_daily_days
-        if not (raw.isascii() and raw.isdigit() and len(raw) <= 9) or not 1 <= int(raw) <= maximum:
-            raise HTTPProblem(400, "bad_request", f"days must be an integer from 1 to {maximum} (usage.daily-days)")
-        return int(raw)
-
-    def _budget(tenant: str) -> float | None:
-        configured = ex.config.tenants.get(tenant)  # ex.config: a reload may change budgets
-        return configured.budget_usd_per_day if configured is not None else None
-
-    async def get_tenants(request: Request) -> Response:
-        """The tenants the caller may read: its own with auth on, every tenant with usage (or a budget) off."""
-        try:
-            caller = ex.auth.tenant_for(request)
-        except HTTPProblem as exc:
-            return problem_response(exc)
-        if caller is not None:
-            names = [caller]
-        else:
-            names = sorted({tenant for tenant, _ in ex.aggregator.customers} | set(ex.config.tenants))
-        return json_response({"tenants": [{"tenant": name, "budget_usd_per_day": _budget(name)} for name in names],
-                              "recent_errors_kept": config.errors_ring_size, "daily_days_kept": config.usage_daily_days})
-
-    async def get_daily(request: Request) -> Response:
-        try:
-            tenant = _scoped_tenant(request)
-            days = _days(request)
-            customer = request.query_params.get("customer") or None
-            if customer is not None and len(customer) > config.limits_max_label_length:
-                raise HTTPProblem(400, "bad_request", f"customer must be at most {config.limits_max_label_length} "
-                                                      "characters")
-        except HTTPProblem as exc:
-            return problem_response(exc)
-        return json_response({"tenant": tenant, "customer": customer, "budget_usd_per_day": _budget(tenant),
-                              "daily": ex.aggregator.daily_rows(tenant, customer, days)})
-
-    async def usage_page(request: Request) -> Response:
-        name = request.path_params.get("file", "usage.html")
-        media = _STATIC.get(name)
-        if media is None:
-            return json_response({"error": "not found"}, 404)
-        return Response(_static(name), media_type=media, headers=_PAGE_HEADERS)
+    read_api = ReadAPI(ex, config)
 
     async def metrics(request: Request) -> Response:
         gzipped = accepts_gzip(request.headers.get("accept-encoding", ""))  # Prometheus always asks
@@ -331,12 +237,7 @@ def create_app(config: Config, registry: CollectorRegistry | None = None, prices
         Route("/", index),
         ex.front_door.route("/v1/events", EVENTS),
         ex.front_door.route(otlp.PATH, OTLP_TRACES),
-        Route("/v1/tenants/{tenant}/customers", get_customers),
-        Route("/v1/tenants/{tenant}/errors", get_errors),
-        Route("/v1/tenants", get_tenants),
-        Route("/v1/tenants/{tenant}/usage/daily", get_daily),
-        Route("/usage", usage_page),
-        Route("/usage/{file}", usage_page),
+        *read_api.routes(),
         Route("/metrics", metrics),
         Route("/healthz", healthz),
         Route("/readyz", readyz),

@@ -217,17 +217,17 @@ class DedupeWindows:
         return [item for window in (*self.windows.values(), self.overflow) for item in window.seen.items()]
 
     def add(self, now: float, new_keys: Mapping[str, dict[str, float]]
-            ) -> tuple[list[tuple[str, float]], list[str], Counter[tuple[str, str]]]:
+            ) -> tuple[list[tuple[str, float]], Counter[tuple[str, str]]]:
         """Remember ``new_keys`` (tenant → {key: time accepted}, see :func:`by_tenant`) and forget what
-        the bounds require: (keys kept, keys forgotten, forgotten or never kept per (window, reason)).
-        A batch larger than its window keeps its newest."""
+        the bounds require: (keys kept, forgotten or never kept per (window, reason)). Forgotten keys
+        need no record: the store's journal forgets them again on replay. A batch larger than its
+        window keeps its newest."""
         by_window: dict[int, tuple[DedupeWindow, list[tuple[str, float]]]] = {}
         for tenant, keys in new_keys.items():
             if keys:
                 window = self.window_of(tenant)
                 by_window.setdefault(id(window), (window, []))[1].extend(keys.items())
         added: list[tuple[str, float]] = []
-        evicted: list[str] = []
         counts: Counter[tuple[str, str]] = Counter()
         for window, items in by_window.values():
             cutoff, seen = now - window.max_age, window.seen
@@ -249,7 +249,6 @@ class DedupeWindows:
                 del seen[key]
             seen.update(kept)
             added += kept
-            evicted += expired + by_size
             self.total += len(kept) - len(expired) - len(by_size)
             counts[(window.name, "age")] += len(expired)
             counts[(window.name, "size")] += over
@@ -258,10 +257,9 @@ class DedupeWindows:
             drop = list(islice(largest.seen, self.total - self.max_total))
             for key in drop:
                 del largest.seen[key]
-            evicted += drop
             self.total -= len(drop)
             counts[(largest.name, "size")] += len(drop)
-        return added, evicted, counts
+        return added, counts
 
 
 def by_tenant(keys: Iterable[tuple[str, float]]) -> dict[str, dict[str, float]]:
@@ -715,7 +713,7 @@ class Aggregator:
             except StoreUnavailable:  # nothing below happens: nothing is counted, the client retries
                 self.telemetry.store_up.set(0)
                 raise
-            added, _, forgotten = self.dedupe.add(now, new_keys)
+            added, forgotten = self.dedupe.add(now, new_keys)
             self._dedupe_added.extend(added)
             self._count_dedupe(forgotten)
             # Counted in slices with pauses, as validation was: a maximal batch's rows would block the

@@ -306,6 +306,13 @@ class Simulator:
         prefix, counter = f"sim-{self.run_id}-", self.counter
         events: list[dict[str, Any]] = []
         append = events.append
+
+        def lognormal_sum(calls: int, mu: float, sigma: float) -> int:
+            """Tokens of ``calls`` model calls (1 for a plain request), each a whole log-normal draw."""
+            if calls == 1:
+                return int(exp(normal(random_() or 0.5, mu, sigma)))
+            return sum(int(exp(normal(random_() or 0.5, mu, sigma))) for _ in range(calls))
+
         mixes = rng.choices(self._mix, cum_weights=self._mix_cum_weights, k=len(times))
         for at, (tenant, customer, model, operation, chat, mu_in, sigma_in, mu_out, sigma_out, cache_share,
                  cache_write_share, reasoning_share, ttft_base, tpot_ms, base_ms, error_rate) in zip(times, mixes):
@@ -323,18 +330,8 @@ class Simulator:
                         break
             agent = chat and random_() < agent_share
             calls = randint(2, 12) if agent else 1
-            if mu_in is None:
-                input_tokens = 0
-            elif agent:
-                input_tokens = sum(int(exp(normal(random_() or 0.5, mu_in, sigma_in))) for _ in range(calls))
-            else:
-                input_tokens = int(exp(normal(random_() or 0.5, mu_in, sigma_in)))
-            if mu_out is None:
-                output_tokens = 0
-            elif agent:
-                output_tokens = sum(int(exp(normal(random_() or 0.5, mu_out, sigma_out))) for _ in range(calls))
-            else:
-                output_tokens = int(exp(normal(random_() or 0.5, mu_out, sigma_out)))
+            input_tokens = 0 if mu_in is None else lognormal_sum(calls, mu_in, sigma_in)
+            output_tokens = 0 if mu_out is None else lognormal_sum(calls, mu_out, sigma_out)
             cache_read = int(input_tokens * cache_share * (0.5 + random_())) if cache_share else 0
             cache_write = int(input_tokens * cache_write_share * (0.5 + random_())) if cache_write_share else 0
             if cache_read > input_tokens - cache_write:

@@ -393,7 +393,7 @@ class Aggregator:
         self._journal_keys = len(snapshot.dedupe)
         self._rewrite_journal = snapshot.dedupe_legacy
         for record in snapshot.log:
-            self._apply(record, replay=True)
+            self._replay(record)
         for tenant, customer in self.customers:
             self.caps.remember(tenant, customer)
         for tenant, customer, model, provider in self.series[m.COST.name]:
@@ -408,16 +408,15 @@ class Aggregator:
         if snapshot.log or snapshot.dedupe_legacy:
             self.checkpoint()
 
-    def _apply(self, record: dict[str, Any], replay: bool = False) -> None:
-        """Fold one log record into memory: its event rows (records written before schema 3 carry
-        per-series deltas instead), and on replay its dedupe ids."""
+    def _replay(self, record: dict[str, Any]) -> None:
+        """Fold one log record left from before a restart into memory: its event rows (records
+        written before schema 3 carry per-series deltas instead) and its dedupe ids."""
         rows = record.get("e")
         if rows is not None:
             self._apply_rows(rows)
         else:
             self._apply_deltas(record)
-        if replay:
-            self._dedupe_added.extend(self.dedupe.add(record["t"], by_tenant(record["k"]))[0])
+        self._dedupe_added.extend(self.dedupe.add(record["t"], by_tenant(record["k"]))[0])
 
     def _apply_rows(self, rows: Iterable[Sequence[Any]]) -> None:
         """Count event rows into the series, customer and daily state: the one place that says which

@@ -222,7 +222,7 @@ def bench_stages(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         # Instance attributes shadow the methods ingest calls; a name another change removed is skipped.
         for obj, attr, name in ((prices, "lookup", "price"), (prices, "cost", "price"), (prices, "sku_micros", "price"),
                                 (agg.store, "append", "persist"), (agg, "checkpoint", "checkpoint"),
-                                (agg, "_apply_rows", "aggregate: apply rows (count into state)"),
+                                (agg, "fold", "aggregate: fold rows (count into state)"),
                                 (agg, "_count", "aggregate: self-metrics"),
                                 (agg.dedupe, "add", "aggregate: dedupe")):
             if callable(getattr(obj, attr, None)):

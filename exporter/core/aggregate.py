@@ -2,17 +2,18 @@
 
 The HTTP API, the simulator, import and backfill all call :meth:`Aggregator.ingest`. Each accepted
 event becomes one compact row (labels capped, money priced); the request's rows are committed to
-the state store's log in one transaction, and only then counted into memory, in one pass
-(:meth:`Aggregator._apply_rows`, which start-up replay runs too), and acknowledged. A failed commit
-leaves memory untouched: nothing is half-counted. Why rows and not per-series deltas: on
+the state store's log in one transaction, then queued to be counted and acknowledged. Queued rows
+are counted in bulk (:mod:`exporter.core.fold`, which start-up replay runs too) before anything
+reads the state, so a reader never misses an acknowledged event. A failed commit leaves memory
+untouched: nothing is half-counted. Why rows and not per-series deltas: on
 high-cardinality traffic nearly every event has its own label set, so reducing a batch to deltas
 first costs as much as counting it, and then memory has to merge the deltas again.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from bisect import bisect_left
 from collections import Counter, defaultdict, deque
 from functools import partial
 from dataclasses import dataclass, field, replace
@@ -21,6 +22,8 @@ from typing import Any, Generator, Iterable, Iterator, Mapping, Sequence
 
 from . import metrics as m
 from ..config import Config
+from .fold import DAY, fold as fold_rows
+from .fold import COST as _COST, ERRORS as _ERRORS, EVENTS as _EVENTS, INPUT as _INPUT, OUTPUT as _OUTPUT, LATEST as _LATEST
 from .events import OVERFLOW_LABEL, Event, FieldError, Limits, convert_batch, validate_event
 from .pricing import PriceBook, Schedule, usd
 from .store import Checkpoint, StateStore, StoreUnavailable
@@ -35,10 +38,6 @@ KNOWN_PROVIDERS = frozenset({
     UNKNOWN_PROVIDER,
 })
 
-# Customer rows in the read API: events, input_tokens, output_tokens, cost (atto-USD), errors, latest_timestamp.
-_EVENTS, _INPUT, _OUTPUT, _COST, _ERRORS, _LATEST = range(6)
-# Daily rollup rows (per tenant, UTC day, customer) use the first five slots of a customer row.
-DAY = 86400
 
 
 @dataclass
@@ -278,7 +277,7 @@ def by_tenant(keys: Iterable[tuple[str, float]]) -> dict[str, dict[str, float]]:
 
 def _new_series(spec: m.MetricSpec) -> dict[tuple[str, ...], Any]:
     """A metric's state: label values → value. Counters and histograms are defaultdicts, so
-    :meth:`Aggregator._apply_rows` adds with one subscript (half the time of ``get`` and a store);
+    :func:`exporter.core.fold.fold` adds with one subscript (half the time of ``get`` and a store);
     reading code uses ``get``/``items`` and never creates a series by looking."""
     if spec.kind == "counter":
         return defaultdict(int)
@@ -317,6 +316,9 @@ _LABEL_CACHE_MAX = 50_000
 CHECKPOINT_MAX_EVENTS = 50_000
 JOURNAL_SLACK = 100_000  # dedupe journal entries allowed beyond twice the remembered ids
 STEP_EVENTS = 500  # events between pauses of Aggregator.ingest_steps: a few ms of work
+# Rows wait to be folded in bulk (fewer touches of the state per event the more wait) until the state
+# is read or a checkpoint runs, or this many wait: one fold of them blocks the loop ~50 ms.
+FOLD_MAX_EVENTS = 20_000
 
 
 def _run(steps: Generator[None, None, IngestResult]) -> IngestResult:
@@ -340,12 +342,12 @@ class Aggregator:
         self.limits = Limits(config.ingest_max_age, config.ingest_max_future, config.limits_max_label_length)
         self.caps = LabelCaps(config, prices)
         self.dedupe = DedupeWindows(config)
-        self.series: dict[str, dict[tuple[str, ...], Any]] = {spec.name: _new_series(spec) for spec in m.USAGE_METRICS}
-        self.customers: dict[tuple[str, str], list[Any]] = defaultdict(partial(list, (0, 0, 0, 0, 0, 0.0)))
+        self._series: dict[str, dict[tuple[str, ...], Any]] = {spec.name: _new_series(spec) for spec in m.USAGE_METRICS}
+        self._customers: dict[tuple[str, str], list[Any]] = defaultdict(partial(list, (0, 0, 0, 0, 0, 0.0)))
         self.recent_errors: dict[str, deque[dict[str, Any]]] = {}
         # (tenant, UTC day number, customer) → [events, input, output, cost (atto-USD), errors]; customers are
         # the capped label values, days are the last usage.daily-days: bounded like the metrics.
-        self.daily: dict[tuple[str, int, str], list[int]] = defaultdict(partial(list, (0, 0, 0, 0, 0)))
+        self._daily: dict[tuple[str, int, str], list[int]] = defaultdict(partial(list, (0, 0, 0, 0, 0)))
         self.daily_days = config.usage_daily_days
         self.sources: set[str] = set()
         self.meta: dict[str, Any] = {}
@@ -363,7 +365,8 @@ class Aggregator:
         self._last_checkpoint = time.monotonic()
         self._checkpointed_seq = 0
         self._events_since_checkpoint = 0
-        self._applying = 0  # logged batches whose rows are still being counted (they pause in between)
+        self._pending: list[Sequence[Any]] = []  # rows durable and acknowledged, not yet folded in
+        self._fold_lock = threading.Lock()
 
     def reconfigure(self, config: Config, prices: PriceBook) -> None:
         """Apply a reloaded configuration (see :mod:`exporter.server.reload`): tenants, caps, label
@@ -380,12 +383,12 @@ class Aggregator:
         """Restore the snapshot and replay the log, so counters continue and old duplicates stay refused."""
         snapshot = self.store.load()
         for metric, values in snapshot.series.items():
-            if metric in self.series:
-                self.series[metric].update(values)
+            if metric in self._series:
+                self._series[metric].update(values)
                 self._written[metric].update((k, v.copy() if type(v) is list else v) for k, v in values.items())
-        self.customers.update(snapshot.customers)
+        self._customers.update(snapshot.customers)
         self._written_customers.update((key, row.copy()) for key, row in snapshot.customers.items())
-        self.daily.update(snapshot.daily)
+        self._daily.update(snapshot.daily)
         self._written_daily.update((key, row.copy()) for key, row in snapshot.daily.items())
         self.meta = snapshot.meta
         self.sources = set(snapshot.meta.get("sources", ()))
@@ -413,90 +416,51 @@ class Aggregator:
         written before schema 3 carry per-series deltas instead) and its dedupe ids."""
         rows = record.get("e")
         if rows is not None:
-            self._apply_rows(rows)
+            self._count_rows(rows)
         else:
             self._apply_deltas(record)
         self._dedupe_added.extend(self.dedupe.add(record["t"], by_tenant(record["k"]))[0])
 
-    def _apply_rows(self, rows: Iterable[Sequence[Any]]) -> None:
-        """Count event rows into the series, customer and daily state: the one place that says which
-        series an event touches. Hot path: one pass, each series bound to a local, counters and
-        histograms default to zero (one subscript per update, see :func:`_new_series`), histograms and
-        rows updated in place (a scrape in another thread may see a histogram between its sum and its
-        bucket, never a count that goes down); nothing per event tracks what changed, the checkpoint
-        finds it by comparison."""
-        series, customers, daily = self.series, self.customers, self.daily
-        requests, errors, tokens = series[m.REQUESTS.name], series[m.ERRORS.name], series[m.TOKENS.name]
-        details, costs = series[m.TOKEN_DETAILS.name], series[m.COST.name]
-        savings, premiums = series[m.CACHE_SAVINGS.name], series[m.CACHE_WRITE_PREMIUM.name]
-        run_costs, calls, last = series[m.AGENT_RUN_COST.name], series[m.AGENT_CALLS.name], series[m.LAST_EVENT.name]
-        durations, ttfts, tpots = series[m.DURATION.name], series[m.TTFT.name], series[m.TPOT.name]
-        sizes = series[m.REQUEST_TOKENS.name]
-        duration_bounds, ttft_bounds, tpot_bounds, size_bounds = (
-            m.DURATION_BUCKETS, m.TTFT_BUCKETS, m.TPOT_BUCKETS, m.TOKEN_BUCKETS)
-        for (tenant, customer, model, provider, operation, status, error_type, input_tokens, output_tokens,
-             cache_read, cache_write, reasoning, cost, saved, extra, llm_calls, tool_calls, timestamp,
-             duration, ttft) in rows:
-            requests[tenant, customer, model, provider, operation, status] += 1
-            tokens[tenant, customer, model, provider, "input"] += input_tokens
-            tokens[tenant, customer, model, provider, "output"] += output_tokens
-            costs[tenant, customer, model, provider] += cost
-            if status == "error":
-                errors[tenant, model, provider, operation, error_type] += 1
-            if cache_read:
-                details[tenant, model, provider, "cache_read"] += cache_read
-            if cache_write:
-                details[tenant, model, provider, "cache_write"] += cache_write
-            if reasoning:
-                details[tenant, model, provider, "reasoning"] += reasoning
-            if saved:
-                savings[tenant, model, provider] += saved
-            if extra:
-                premiums[tenant, model, provider] += extra
-            if operation == "agent_run":
-                run_costs[tenant, model, status] += cost
-            if llm_calls:
-                calls[tenant, model, "llm"] += llm_calls
-            if tool_calls:
-                calls[tenant, model, "tool"] += tool_calls
-            if timestamp > last.get((tenant,), 0.0):
-                last[(tenant,)] = timestamp
+    def _count_rows(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Queue event rows to be counted (live after their record is durable, and on replay); they
+        are folded into the state in bulk (:func:`exporter.core.fold.fold`) by the next read of the
+        state, the next checkpoint, or once :data:`FOLD_MAX_EVENTS` are waiting."""
+        with self._fold_lock:
+            self._pending.extend(rows)
+            full = len(self._pending) >= FOLD_MAX_EVENTS
+        if full:
+            self.fold()
 
-            hist = durations[tenant, model, provider, operation]
-            hist[0] += duration
-            hist[bisect_left(duration_bounds, duration) + 1] += 1
-            if ttft is not None:
-                hist = ttfts[tenant, model, provider]
-                hist[0] += ttft
-                hist[bisect_left(ttft_bounds, ttft) + 1] += 1
-                if output_tokens > 1:
-                    per_token = (duration - ttft) / (output_tokens - 1)
-                    hist = tpots[tenant, model, provider]
-                    hist[0] += per_token
-                    hist[bisect_left(tpot_bounds, per_token) + 1] += 1
-            if operation != "agent_run" and operation != "tool_call":
-                hist = sizes[tenant, model, provider, "input"]
-                hist[0] += input_tokens
-                hist[bisect_left(size_bounds, input_tokens) + 1] += 1
-                hist = sizes[tenant, model, provider, "output"]
-                hist[0] += output_tokens
-                hist[bisect_left(size_bounds, output_tokens) + 1] += 1
+    def fold(self) -> None:
+        """Count the queued rows into the series, customer and daily state. Every reader of the
+        state comes through here first (the ``series``/``customers``/``daily`` properties), so
+        what was acknowledged is what is read. A reader on another thread (a registry collected
+        by an embedding application) may fold too: the lock keeps one fold at a time and no row
+        queued while a fold takes the queue."""
+        if not self._pending:
+            return
+        with self._fold_lock:
+            pending, self._pending = self._pending, []
+            if pending:
+                fold_rows(pending, self._series, self._customers, self._daily)
 
-            failed = 1 if status == "error" else 0
-            row = customers[tenant, customer]
-            row[_EVENTS] += 1
-            row[_INPUT] += input_tokens
-            row[_OUTPUT] += output_tokens
-            row[_COST] += cost
-            row[_ERRORS] += failed
-            if timestamp > row[_LATEST]:
-                row[_LATEST] = timestamp
-            row = daily[tenant, int(timestamp // DAY), customer]
-            row[_EVENTS] += 1
-            row[_INPUT] += input_tokens
-            row[_OUTPUT] += output_tokens
-            row[_COST] += cost
-            row[_ERRORS] += failed
+    @property
+    def series(self) -> dict[str, dict[tuple[str, ...], Any]]:
+        """Metric name → label values → value (counters, gauges, histogram lists), rows folded in."""
+        self.fold()
+        return self._series
+
+    @property
+    def customers(self) -> dict[tuple[str, str], list[Any]]:
+        """(tenant, customer) → [events, input, output, cost (atto-USD), errors, latest timestamp]."""
+        self.fold()
+        return self._customers
+
+    @property
+    def daily(self) -> dict[tuple[str, int, str], list[int]]:
+        """(tenant, UTC day number, customer) → [events, input, output, cost (atto-USD), errors]."""
+        self.fold()
+        return self._daily
 
     def _apply_deltas(self, record: dict[str, Any]) -> None:
         """A log record written before schema 3: per-series deltas (``"v"`` columns per metric, or
@@ -513,9 +477,12 @@ class Aggregator:
                 column[1].append(delta)
             columns = grouped
         for metric, (keys, values) in columns.items():
-            store = self.series[metric]
+            store = self._series[metric]
             kind = _KINDS[metric]
+            to_nanos = m.NANO_SUMS.get(metric)
             for labels, delta in zip(keys, values):
+                if to_nanos is not None:  # sums were float seconds then
+                    delta = [round(delta[0] * to_nanos), *delta[1:]]
                 key = tuple(labels)
                 old = store.get(key)
                 if old is None:
@@ -527,15 +494,15 @@ class Aggregator:
                 elif delta > old:  # gauges keep the max
                     store[key] = delta
         for tenant, customer, delta in record["c"]:
-            old = self.customers.get((tenant, customer))
+            old = self._customers.get((tenant, customer))
             if old is None:
-                self.customers[(tenant, customer)] = list(delta)
+                self._customers[(tenant, customer)] = list(delta)
             else:
                 old[:_LATEST] = [a + b for a, b in zip(old[:_LATEST], delta[:_LATEST])]
                 old[_LATEST] = max(old[_LATEST], delta[_LATEST])
         for tenant, day, customer, delta in record.get("d", ()):
-            old = self.daily.get((tenant, day, customer))
-            self.daily[(tenant, day, customer)] = list(delta) if old is None else [a + b for a, b in zip(old, delta)]
+            old = self._daily.get((tenant, day, customer))
+            self._daily[(tenant, day, customer)] = list(delta) if old is None else [a + b for a, b in zip(old, delta)]
 
     def _prune_daily(self) -> int | None:
         """Forget daily rows older than the rollup's horizon (checked once per new day); the new horizon
@@ -544,8 +511,8 @@ class Aggregator:
         if horizon <= self._daily_horizon:
             return None
         self._daily_horizon = horizon
-        for key in [key for key in self.daily if key[1] < horizon]:
-            del self.daily[key]
+        for key in [key for key in self._daily if key[1] < horizon]:
+            del self._daily[key]
             self._written_daily.pop(key, None)
         return horizon
 
@@ -560,13 +527,12 @@ class Aggregator:
         through the same bounds forgets it again. When the journal holds more than twice the ids
         remembered (plus :data:`JOURNAL_SLACK`), it is rewritten as the remembered ids alone, so
         its size and the start-up replay stay bounded by ``dedupe.max-entries``."""
-        if self._applying:  # a logged batch is still being counted: folding its record now would lose
-            return          # the rest of it; the log keeps everything, a later checkpoint folds it
+        self.fold()
         horizon = self._prune_daily()
-        series = [(metric, key, value) for metric, values in self.series.items()
+        series = [(metric, key, value) for metric, values in self._series.items()
                   for key, value in _changed(values, self._written[metric])]
-        customers = _changed(self.customers, self._written_customers)
-        daily = _changed(self.daily, self._written_daily)
+        customers = _changed(self._customers, self._written_customers)
+        daily = _changed(self._daily, self._written_daily)
         if not (series or customers or daily or self._dedupe_added or horizon is not None or self._rewrite_journal
                 or self.store.last_seq > self._checkpointed_seq):
             return
@@ -715,17 +681,7 @@ class Aggregator:
             added, forgotten = self.dedupe.add(now, new_keys)
             self._dedupe_added.extend(added)
             self._count_dedupe(forgotten)
-            # Counted in slices with pauses, as validation was: a maximal batch's rows would block the
-            # loop for tens of ms. Durable already, so a checkpoint must not run until all are counted
-            # (it would fold this record away half counted): see _applying and FrontDoor.submit.
-            self._applying += 1
-            try:
-                for start in range(0, len(rows), STEP_EVENTS):
-                    if start:
-                        yield
-                    self._apply_rows(rows[start:start + STEP_EVENTS])
-            finally:
-                self._applying -= 1
+            self._count_rows(rows)  # no pause from the log append to here: nothing is ever half counted
             self._events_since_checkpoint += len(rows)
             if (self._events_since_checkpoint >= self.checkpoint_max_events
                     or time.monotonic() - self._last_checkpoint >= self.checkpoint_every):

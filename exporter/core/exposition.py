@@ -46,13 +46,12 @@ class UsageCollector(Collector):
                 family = HistogramMetricFamily(spec.name, spec.help, labels=spec.labels)
                 bounds = self._le[spec.name]
                 for labels, hist in values:
-                    family.add_metric(list(labels), list(zip(bounds, accumulate(hist[1:]))), hist[0])
+                    family.add_metric(list(labels), list(zip(bounds, accumulate(hist[1:]))), spec.exposed(hist[0]))
             else:
                 cls = CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily
                 family = cls(spec.name, spec.help, labels=spec.labels)
-                divisor = spec.divisor
                 for labels, value in values:
-                    family.add_metric(list(labels), value / divisor if divisor != 1 else value)
+                    family.add_metric(list(labels), spec.exposed(value))
             yield family
 
 
@@ -212,7 +211,7 @@ class FastUsageWriter:
                 for bucket_prefix, count in zip(bucket_prefixes, hist[1:]):
                     total += count
                     append(f"{bucket_prefix}{total}.0\n")
-                append(f"{count_prefix}{total}.0\n{sum_prefix}{_number(hist[0])}\n")
+                append(f"{count_prefix}{total}.0\n{sum_prefix}{_number(spec.exposed(hist[0]))}\n")
             return "".join(out)
         divisor = spec.divisor
         if divisor == 1:

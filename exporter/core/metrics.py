@@ -23,6 +23,10 @@ TOKEN_BUCKETS = tuple(float(4**i) for i in range(14))  # 1 … 67,108,864
 # Money is kept as exact integer atto-dollars (1e-18 USD; see exporter/core/pricing/rates.py) and
 # divided once, here, at exposition: int / int is correctly rounded, so /metrics and the read API agree.
 USD_UNITS = 10**18
+# Histogram sums of seconds are kept as exact integer nanoseconds for the same reason: an integer sum is
+# the same whatever order and grouping the events were added in (exporter/core/fold.py counts rows in
+# bulk; a restart replays them grouped differently), so a _sum never moves backwards by a rounding.
+NANOS = 10**9
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,11 @@ class MetricSpec:
     labels: tuple[str, ...]
     help: str
     buckets: tuple[float, ...] = ()
-    divisor: int = 1  # exposed value = stored value / divisor (money is kept in integer atto-USD)
+    divisor: int = 1  # exposed value (a histogram's _sum) = stored value / divisor: atto-USD, nanoseconds
+
+    def exposed(self, stored: int | float) -> int | float:
+        """The exposed value of a stored counter or gauge, or of a histogram's stored ``_sum``."""
+        return stored / self.divisor if self.divisor != 1 else stored
 
     @property
     def exposed_name(self) -> str:
@@ -63,11 +71,12 @@ AGENT_RUN_COST = MetricSpec("llm_agent_run_cost_usd", "counter", ("tenant", "mod
 AGENT_CALLS = MetricSpec("llm_agent_calls", "counter", ("tenant", "model", "call_type"),
                          "LLM and tool calls made inside agent runs.")
 DURATION = MetricSpec("llm_request_duration_seconds", "histogram", ("tenant", "model", "provider", "operation"),
-                      "End-to-end request (or agent run) duration.", DURATION_BUCKETS)
+                      "End-to-end request (or agent run) duration.", DURATION_BUCKETS, NANOS)
 TTFT = MetricSpec("llm_time_to_first_token_seconds", "histogram", ("tenant", "model", "provider"),
-                  "Time to first token of streamed responses.", TTFT_BUCKETS)
+                  "Time to first token of streamed responses.", TTFT_BUCKETS, NANOS)
 TPOT = MetricSpec("llm_time_per_output_token_seconds", "histogram", ("tenant", "model", "provider"),
-                  "Time per output token after the first: (duration - ttft) / (output_tokens - 1).", TPOT_BUCKETS)
+                  "Time per output token after the first: (duration - ttft) / (output_tokens - 1).", TPOT_BUCKETS,
+                  NANOS)
 REQUEST_TOKENS = MetricSpec("llm_request_tokens", "histogram", ("tenant", "model", "provider", "token_type"),
                             "Input and output tokens per request.", TOKEN_BUCKETS)
 LAST_EVENT = MetricSpec("llm_last_event_timestamp_seconds", "gauge", ("tenant",),
@@ -78,6 +87,8 @@ USAGE_METRICS: tuple[MetricSpec, ...] = (REQUESTS, ERRORS, TOKENS, TOKEN_DETAILS
                                          CACHE_WRITE_PREMIUM, AGENT_RUN_COST, AGENT_CALLS, DURATION, TTFT, TPOT,
                                          REQUEST_TOKENS, LAST_EVENT)
 USAGE_BY_NAME = {spec.name: spec for spec in USAGE_METRICS}
+# Histograms whose stored _sum is integer nanoseconds (state schema 4; float seconds before): name → divisor.
+NANO_SUMS = {spec.name: spec.divisor for spec in USAGE_METRICS if spec.kind == "histogram" and spec.divisor != 1}
 
 # Self-metrics: process-lifetime prometheus-client metrics (they reset on restart like any process's).
 BUDGET = MetricSpec("llm_budget_limit_usd", "gauge", ("tenant",), "Configured daily budget per tenant in USD.")

@@ -65,7 +65,6 @@ class OpenMetricsHistory:
         added = 0
         for spec in m.USAGE_METRICS:
             family = self.families[spec.name]
-            divisor = spec.divisor
             histogram = spec.kind == "histogram"
             for labels, value in aggregator.series[spec.name].items():
                 entry = family.get(labels)
@@ -78,10 +77,10 @@ class OpenMetricsHistory:
                         total += count
                         lines.append(f"{bucket_prefix}{total}{end}")
                     lines.append(f"{prefix[1]}{total}{end}")
-                    lines.append(f"{prefix[2]}{_number(value[0])}{end}")
+                    lines.append(f"{prefix[2]}{_number(spec.exposed(value[0]))}{end}")
                     added += len(prefix[0]) + 2
                 else:
-                    lines.append(f"{prefix}{_number(value / divisor if divisor != 1.0 else value)}{end}")
+                    lines.append(f"{prefix}{_number(spec.exposed(value))}{end}")
                     added += 1
         self.samples += added
 

@@ -218,17 +218,9 @@ class FrontDoor:
         async with self.tenant_locks.hold(counts):
             steps = self.aggregator.ingest_steps(batch.raw, source, now, valid=batch.valid)
             try:
-                while True:
+                while True:  # pauses come before the log append only: a cancelled batch counts nothing
                     next(steps)
-                    try:
-                        await asyncio.sleep(0)
-                    except asyncio.CancelledError:
-                        # A batch once logged must be counted whole (a checkpoint would fold its
-                        # record away half counted): finish it here, then let the cancellation through.
-                        with contextlib.suppress(StoreUnavailable):
-                            for _ in steps:
-                                pass
-                        raise
+                    await asyncio.sleep(0)
             except StopIteration as done:
                 return done.value
             except StoreUnavailable as exc:

@@ -127,13 +127,14 @@ def test_store_failure_gives_503_counts_nothing_and_recovers(tmp_path):
 
 def test_readyz_is_not_ready_while_the_disk_is_full(tmp_path):
     """A nearly full disk: files may grow to 32 KiB (room to reopen the database, whose WAL index takes
-    32 KiB) but not to hold a 2000-event batch. Every POST fails, so /readyz must not say ready."""
+    32 KiB) but not to hold a 10,000-event batch's log record (16 KiB compressed) next to what the
+    database and its WAL already hold. Every POST fails, so /readyz must not say ready."""
     with ExporterProcess(tmp_path / "exporter") as exporter:
         assert exporter.post(batch("before", 10)).json()["accepted"] == 10
         set_file_size_limit(exporter.proc.pid, 32 * 1024)
         try:
             for attempt in range(3):
-                assert_503(exporter.post(batch("during", 2000)), "disk I/O error")
+                assert_503(exporter.post(batch("during", 10_000)), "disk I/O error")
                 ready = exporter.client.get("/readyz")
                 state = scrape(exporter)
                 assert state["requests"] == 10

@@ -242,26 +242,22 @@ def test_per_tenant_window_settings_come_from_the_tenants_section():
         make_exporter(yaml={"tenants": {"a": {"dedupe_max_age": "1h"}}})
 
 
-def test_a_checkpoint_never_folds_a_batch_that_is_still_being_counted(tmp_path):
-    """A big batch is counted in slices after its record is durable; another tenant's request that
-    finishes in between must not checkpoint (the record would be folded away half counted and the
-    rest lost on a crash)."""
-    from exporter.core.aggregate import STEP_EVENTS
-
+def test_rows_waiting_to_be_folded_are_read_and_survive_a_kill(tmp_path):
+    """Acknowledged rows wait to be counted in bulk; every reader folds them first, and a kill before
+    any fold or checkpoint loses none (they are in the log)."""
     ex = make_exporter(tmp_path)
     agg = ex.aggregator
-    agg.checkpoint_max_events = 1  # every request's tail wants a checkpoint
     now = time.time()
-    big = [ev(id=f"big{i}", tenant="a", input_tokens=7) for i in range(3 * STEP_EVENTS)]
-    steps = agg.ingest_steps(big, "api", now)
-    while agg._applying == 0:  # to the first pause after the record is in the log
-        next(steps)
-    assert agg.ingest([ev(id="small", tenant="b", input_tokens=5)], "api", now).accepted == 1
-    assert _input_tokens(agg, "a") < 7 * len(big)  # still being counted
-    ex.store.close()  # SIGKILL now: the store holds what checkpoints folded, plus the log
+    assert agg.ingest([ev(id=f"a{i}", tenant="a", input_tokens=7) for i in range(30)], "api", now).accepted == 30
+    assert len(agg._pending) == 30  # acknowledged, not yet counted
+    assert _input_tokens(agg, "a") == 7 * 30  # reading the series folds them
+    assert not agg._pending
+    agg.ingest([ev(id=f"b{i}", tenant="b", input_tokens=5) for i in range(20)], "api", now)
+    assert agg.customer_rows("b", "events", True, 10)[0]["events"] == 20
+    agg.ingest([ev(id="c", tenant="c", input_tokens=3)], "api", now)
+    ex.store.close()  # SIGKILL now: nothing was checkpointed, the log holds all three records
     again = make_exporter(tmp_path)
-    assert _input_tokens(again.aggregator, "a") == 7 * len(big)  # durable before acknowledged: all of it
-    assert _input_tokens(again.aggregator, "b") == 5
+    assert [_input_tokens(again.aggregator, t) for t in "abc"] == [210, 100, 3]
 
 
 def _input_tokens(agg, tenant: str) -> int:

@@ -65,6 +65,10 @@ def test_schema_2_column_deltas_still_replay(tmp_path):
     assert again.aggregator.series["llm_cost_usd"][tuple(LABELS)] == big
     assert again.aggregator.series["llm_requests"][(*LABELS, "chat", "ok")] == 3
     assert again.aggregator.series["llm_request_duration_seconds"][("acme", "gpt-4o", "openai", "chat")][9] == 3
+    assert again.aggregator.series["llm_request_duration_seconds"][("acme", "gpt-4o", "openai", "chat")][0] \
+        == 1_500_000_000  # float seconds then, integer nanoseconds now
+    assert sample(again, "llm_request_duration_seconds_sum", tenant="acme", model="gpt-4o", provider="openai",
+                  operation="chat") == 1.5
     assert again.aggregator.daily[("acme", today, "c1")] == [3, 10, 1, big, 0]
     assert "acme\x00old" in again.aggregator.dedupe
     again.store.close()
@@ -96,6 +100,39 @@ def test_event_rows_replay_exactly_after_a_crash(tmp_path):
     assert {metric: dict(values) for metric, values in again.aggregator.series.items()} == expected
     assert dict(again.aggregator.daily) == expected_daily
     assert sum(row["events"] for row in again.aggregator.customer_rows("acme", "events", True, 10)) == 4
+
+
+def test_a_schema_3_state_opens_with_its_sums_in_nanoseconds(tmp_path):
+    """Schema 3 kept histogram sums as float seconds in the snapshot and wrote plain-JSON log records;
+    both are read by schema 4 (sums converted, records replayed), and what is written next is the new
+    form: compressed records, sums as decimal strings of nanoseconds."""
+    ex = make_exporter(tmp_path)
+    ex.store.close()
+    key = ["acme", "gpt-4o", "openai", "chat"]
+    conn = sqlite3.connect(tmp_path / "state.db")
+    conn.execute("INSERT INTO series VALUES (?, ?, ?)", ("llm_request_duration_seconds", orjson.dumps(key).decode(),
+                                                         orjson.dumps([0.25, 1, *([0] * 17)]).decode()))
+    row = ["acme", "c1", "gpt-4o", "openai", "chat", "ok", "", 10, 5, 0, 0, 0, 7, 0, 0, 0, 0, time.time(), 0.5, None]
+    conn.execute("INSERT INTO log (record) VALUES (?)", (_msgspec_json({"t": time.time(), "k": [], "e": [row]}),))
+    conn.execute("PRAGMA user_version=3")
+    conn.commit()
+    conn.close()
+    again = make_exporter(tmp_path)
+    assert again.aggregator.series["llm_request_duration_seconds"][tuple(key)][0] == 750_000_000
+    assert sample(again, "llm_request_duration_seconds_sum", tenant="acme", model="gpt-4o", provider="openai",
+                  operation="chat") == 0.75
+    assert sample(again, "llm_request_duration_seconds_count", tenant="acme", model="gpt-4o", provider="openai",
+                  operation="chat") == 2
+    again.aggregator.ingest([ev(id="new", duration_ms=250.0)], "api")
+    conn = again.store._connect()
+    stored = orjson.loads(conn.execute("SELECT value FROM series WHERE metric = 'llm_request_duration_seconds'")
+                          .fetchone()[0])
+    assert stored[0] == "750000000"  # written by the checkpoint at start-up
+    (record,) = conn.execute("SELECT record FROM log").fetchone()
+    assert record[:4] == b"\x28\xb5\x2f\xfd"  # a zstd frame
+    again.store.close()
+    assert sample(make_exporter(tmp_path), "llm_request_duration_seconds_sum", tenant="acme", model="gpt-4o",
+                  provider="openai", operation="chat") == 1.0
 
 
 def _journal(conn: sqlite3.Connection) -> tuple[int, int]:

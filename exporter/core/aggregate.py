@@ -17,7 +17,6 @@ import time
 from collections import Counter, defaultdict, deque
 from functools import partial
 from dataclasses import dataclass, field, replace
-from itertools import islice
 from typing import Any, Generator, Iterable, Iterator, Mapping, Sequence
 
 from . import metrics as m
@@ -149,16 +148,37 @@ class LabelCaps:
 
 
 class DedupeWindow:
-    """One tenant's remembered ids (key → time accepted), oldest first, with its own size and age."""
+    """One tenant's remembered ids (key → time accepted), oldest first, with its own size and age.
 
-    __slots__ = ("name", "max_entries", "max_age", "seen")
+    ``order`` holds the same keys in the same order: forgetting the oldest is a ``popleft``. Finding
+    them by iterating ``seen`` from its start instead costs a skip over every slot deleted since the
+    dict last resized (tens of thousands in a full window), on every batch: 3 µs per event once the
+    windows were full, more than all of pricing."""
+
+    __slots__ = ("name", "max_entries", "max_age", "seen", "order")
 
     def __init__(self, name: str, max_entries: int, max_age: float) -> None:
         self.name, self.max_entries, self.max_age = name, max_entries, max_age
         self.seen: dict[str, float] = {}
+        self.order: deque[str] = deque()
 
     def __len__(self) -> int:
         return len(self.seen)
+
+    def forget_oldest(self, count: int) -> None:
+        seen, popleft = self.seen, self.order.popleft
+        for _ in range(count):
+            del seen[popleft()]
+
+    def expired(self, cutoff: float) -> int:
+        """How many of the oldest keys were accepted before ``cutoff``."""
+        seen, order = self.seen, self.order
+        count = 0
+        for key in order:
+            if seen[key] >= cutoff:
+                break
+            count += 1
+        return count
 
 
 class DedupeWindows:
@@ -230,34 +250,32 @@ class DedupeWindows:
         counts: Counter[tuple[str, str]] = Counter()
         for window, items in by_window.values():
             cutoff, seen = now - window.max_age, window.seen
-            expired = []
-            for key, seen_at in seen.items():
-                if seen_at >= cutoff:
-                    break
-                expired.append(key)
+            expired = window.expired(cutoff)
+            items = [item for item in items if item[0] not in seen]  # (live keys are new; a replay's may not be)
+            if not items:
+                continue
             if items[0][1] < cutoff:  # only when loading: keys accepted longer ago than the window
                 fresh = [item for item in items if item[1] >= cutoff]
                 counts[(window.name, "age")] += len(items) - len(fresh)
                 items = fresh
                 if not items:
                     continue
-            over = max(len(seen) - len(expired) + len(items) - window.max_entries, 0)
-            by_size = list(islice(islice(seen, len(expired), None), over))
-            kept = items[over - len(by_size):]
-            for key in expired + by_size:
-                del seen[key]
+            over = max(len(seen) - expired + len(items) - window.max_entries, 0)
+            by_size = min(over, len(seen) - expired)
+            kept = items[over - by_size:]
+            window.forget_oldest(expired + by_size)
             seen.update(kept)
+            window.order.extend([key for key, _ in kept])
             added += kept
-            self.total += len(kept) - len(expired) - len(by_size)
-            counts[(window.name, "age")] += len(expired)
+            self.total += len(kept) - expired - by_size
+            counts[(window.name, "age")] += expired
             counts[(window.name, "size")] += over
         while self.total > self.max_total:  # the shared budget: the largest window pays
             largest = max((*self.windows.values(), self.overflow), key=len)
-            drop = list(islice(largest.seen, self.total - self.max_total))
-            for key in drop:
-                del largest.seen[key]
-            self.total -= len(drop)
-            counts[(largest.name, "size")] += len(drop)
+            drop = min(self.total - self.max_total, len(largest))
+            largest.forget_oldest(drop)
+            self.total -= drop
+            counts[(largest.name, "size")] += drop
         return added, counts
 
 

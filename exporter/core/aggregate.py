@@ -372,8 +372,10 @@ class Aggregator:
         self.checkpoint_every = checkpoint_every
         self.checkpoint_max_events = CHECKPOINT_MAX_EVENTS
         self._labels: dict[tuple[Any, ...], tuple[str, str, str, str, tuple[str, ...], Schedule | None]] = {}
-        # What the store's snapshot tables hold (lists copied): a checkpoint writes what differs from it.
-        self._written: dict[str, dict[Any, Any]] = {spec.name: {} for spec in m.USAGE_METRICS}
+        # Series counted since the last checkpoint: it rewrites every metric (one blob each).
+        self._series_changed = False
+        self._drop_series_table = False  # loaded from schema 0-3's series table
+        # What the store's customer and daily tables hold (lists copied): a checkpoint writes what differs.
         self._written_customers: dict[Any, Any] = {}
         self._written_daily: dict[Any, Any] = {}
         self._daily_horizon = 0
@@ -403,7 +405,7 @@ class Aggregator:
         for metric, values in snapshot.series.items():
             if metric in self._series:
                 self._series[metric].update(values)
-                self._written[metric].update((k, v.copy() if type(v) is list else v) for k, v in values.items())
+        self._series_changed = self._drop_series_table = snapshot.series_legacy
         self._customers.update(snapshot.customers)
         self._written_customers.update((key, row.copy()) for key, row in snapshot.customers.items())
         self._daily.update(snapshot.daily)
@@ -461,6 +463,7 @@ class Aggregator:
             pending, self._pending = self._pending, []
             if pending:
                 fold_rows(pending, self._series, self._customers, self._daily)
+                self._series_changed = True
 
     @property
     def series(self) -> dict[str, dict[tuple[str, ...], Any]]:
@@ -494,6 +497,7 @@ class Aggregator:
                 column[0].append(labels)
                 column[1].append(delta)
             columns = grouped
+        self._series_changed = True
         for metric, (keys, values) in columns.items():
             store = self._series[metric]
             kind = _KINDS[metric]
@@ -535,10 +539,10 @@ class Aggregator:
         return horizon
 
     def checkpoint(self) -> None:
-        """Write the series, customers and daily rows that changed since the last checkpoint, and the
-        ids accepted since; fold the log away. Changes are found by comparing with what was written
-        (a pass over the state every few seconds), which keeps change tracking out of the per-event
-        path.
+        """Write the metrics (each whole, as one blob) if any series was counted since the last
+        checkpoint, the customer and daily rows that changed (found by comparing with what was
+        written, a pass every few seconds that keeps change tracking out of the per-event path), and
+        the ids accepted since; fold the log away.
 
         Dedupe ids are a journal: each checkpoint appends the ids accepted since (one blob, not a
         row per id) and nothing is deleted when an id is forgotten, since replaying the journal
@@ -547,22 +551,21 @@ class Aggregator:
         its size and the start-up replay stay bounded by ``dedupe.max-entries``."""
         self.fold()
         horizon = self._prune_daily()
-        series = [(metric, key, value) for metric, values in self._series.items()
-                  for key, value in _changed(values, self._written[metric])]
         customers = _changed(self._customers, self._written_customers)
         daily = _changed(self._daily, self._written_daily)
-        if not (series or customers or daily or self._dedupe_added or horizon is not None or self._rewrite_journal
-                or self.store.last_seq > self._checkpointed_seq):
+        if not (self._series_changed or customers or daily or self._dedupe_added or horizon is not None
+                or self._rewrite_journal or self.store.last_seq > self._checkpointed_seq):
             return
+        metrics = {name: list(values.items()) for name, values in self._series.items() if values} \
+            if self._series_changed else {}
         upto_seq = self.store.last_seq
         rewrite = self._rewrite_journal or (
             self._journal_keys + len(self._dedupe_added) > 2 * len(self.dedupe) + JOURNAL_SLACK)
         dedupe_keys = self.dedupe.items() if rewrite else self._dedupe_added
         self.store.checkpoint(Checkpoint(
-            upto_seq=upto_seq, series=series, customers=customers, daily=daily, daily_before=horizon,
-            dedupe_keys=dedupe_keys, dedupe_rewrite=rewrite))
-        for metric, key, value in series:
-            self._written[metric][key] = value.copy() if type(value) is list else value
+            upto_seq=upto_seq, metrics=metrics, drop_series_table=self._drop_series_table, customers=customers,
+            daily=daily, daily_before=horizon, dedupe_keys=dedupe_keys, dedupe_rewrite=rewrite))
+        self._series_changed = self._drop_series_table = False
         self._written_customers.update((key, row.copy()) for key, row in customers)
         self._written_daily.update((key, row.copy()) for key, row in daily)
         self._checkpointed_seq = upto_seq

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from bisect import bisect_left
 
 import msgspec
 import orjson
+import zstandard
 
+from exporter.core.metrics import DURATION_BUCKETS
 from exporter.core.pricing import UNITS_PER_USD
 from helpers import ev, make_exporter, sample
 
@@ -102,16 +105,21 @@ def test_event_rows_replay_exactly_after_a_crash(tmp_path):
     assert sum(row["events"] for row in again.aggregator.customer_rows("acme", "events", True, 10)) == 4
 
 
-def test_a_schema_3_state_opens_with_its_sums_in_nanoseconds(tmp_path):
-    """Schema 3 kept histogram sums as float seconds in the snapshot and wrote plain-JSON log records;
-    both are read by schema 4 (sums converted, records replayed), and what is written next is the new
-    form: compressed records, sums as decimal strings of nanoseconds."""
+def test_a_schema_3_state_opens_in_schema_4(tmp_path):
+    """Schema 3 kept a row per series (histogram sums as float seconds) and wrote plain-JSON log
+    records; schema 4 reads both (sums converted to nanoseconds, records replayed), and its first
+    checkpoint writes the new form: a compressed blob per metric (the series table dropped) and
+    compressed records."""
     ex = make_exporter(tmp_path)
     ex.store.close()
     key = ["acme", "gpt-4o", "openai", "chat"]
     conn = sqlite3.connect(tmp_path / "state.db")
+    conn.execute("CREATE TABLE series (metric TEXT NOT NULL, labels TEXT NOT NULL, value TEXT NOT NULL, "
+                 "PRIMARY KEY (metric, labels)) WITHOUT ROWID")
     conn.execute("INSERT INTO series VALUES (?, ?, ?)", ("llm_request_duration_seconds", orjson.dumps(key).decode(),
                                                          orjson.dumps([0.25, 1, *([0] * 17)]).decode()))
+    conn.execute("INSERT INTO series VALUES (?, ?, ?)", ("llm_cost_usd", orjson.dumps(LABELS).decode(),
+                                                         orjson.dumps(str(3 * 2**64)).decode()))
     row = ["acme", "c1", "gpt-4o", "openai", "chat", "ok", "", 10, 5, 0, 0, 0, 7, 0, 0, 0, 0, time.time(), 0.5, None]
     conn.execute("INSERT INTO log (record) VALUES (?)", (_msgspec_json({"t": time.time(), "k": [], "e": [row]}),))
     conn.execute("PRAGMA user_version=3")
@@ -123,16 +131,23 @@ def test_a_schema_3_state_opens_with_its_sums_in_nanoseconds(tmp_path):
                   operation="chat") == 0.75
     assert sample(again, "llm_request_duration_seconds_count", tenant="acme", model="gpt-4o", provider="openai",
                   operation="chat") == 2
+    assert again.aggregator.series["llm_cost_usd"][tuple(LABELS)] == 3 * 2**64 + 7  # past 64 bits, exact
     again.aggregator.ingest([ev(id="new", duration_ms=250.0)], "api")
+    cost = again.aggregator.series["llm_cost_usd"][tuple(LABELS)]
     conn = again.store._connect()
-    stored = orjson.loads(conn.execute("SELECT value FROM series WHERE metric = 'llm_request_duration_seconds'")
-                          .fetchone()[0])
-    assert stored[0] == "750000000"  # written by the checkpoint at start-up
+    assert conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'series'").fetchone() is None
+    stored = dict(conn.execute("SELECT name, series FROM metric"))
+    durations = msgspec.json.decode(zstandard.ZstdDecompressor().decompress(stored["llm_request_duration_seconds"]))
+    expected = [750_000_000, 1, *([0] * 17)]  # the stored 0.25 s in the first bucket, the replayed 0.5 s in its own
+    expected[bisect_left(DURATION_BUCKETS, 0.5) + 1] += 1
+    assert durations == [[key, expected]]  # written at start-up
     (record,) = conn.execute("SELECT record FROM log").fetchone()
     assert record[:4] == b"\x28\xb5\x2f\xfd"  # a zstd frame
     again.store.close()
-    assert sample(make_exporter(tmp_path), "llm_request_duration_seconds_sum", tenant="acme", model="gpt-4o",
-                  provider="openai", operation="chat") == 1.0
+    reopened = make_exporter(tmp_path)
+    assert sample(reopened, "llm_request_duration_seconds_sum", tenant="acme", model="gpt-4o", provider="openai",
+                  operation="chat") == 1.0
+    assert reopened.aggregator.series["llm_cost_usd"][tuple(LABELS)] == cost
 
 
 def _journal(conn: sqlite3.Connection) -> tuple[int, int]:

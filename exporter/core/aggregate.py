@@ -21,8 +21,8 @@ from typing import Any, Generator, Iterable, Iterator, Mapping, Sequence
 
 from . import metrics as m
 from ..config import Config
-from .fold import DAY, fold as fold_rows
-from .fold import COST as _COST, ERRORS as _ERRORS, EVENTS as _EVENTS, INPUT as _INPUT, OUTPUT as _OUTPUT, LATEST as _LATEST
+from .fold import COST as _COST, DAY, ERRORS as _ERRORS, EVENTS as _EVENTS, INPUT as _INPUT, LATEST as _LATEST, \
+    OUTPUT as _OUTPUT, fold as fold_rows
 from .events import OVERFLOW_LABEL, Event, FieldError, Limits, convert_batch, validate_event
 from .pricing import PriceBook, Schedule, usd
 from .store import Checkpoint, StateStore, StoreUnavailable
@@ -36,7 +36,6 @@ KNOWN_PROVIDERS = frozenset({
     "gcp.gemini", "gcp.gen_ai", "gcp.vertex_ai", "groq", "ibm.watsonx.ai", "mistral_ai", "perplexity", "x_ai",
     UNKNOWN_PROVIDER,
 })
-
 
 
 @dataclass

@@ -77,9 +77,9 @@ def fold(rows: Sequence[Sequence[Any]], series: dict[str, dict[Any, Any]], custo
     saving_series, premiums = series[m.CACHE_SAVINGS.name], series[m.CACHE_WRITE_PREMIUM.name]
     run_costs, calls, last = series[m.AGENT_RUN_COST.name], series[m.AGENT_CALLS.name], series[m.LAST_EVENT.name]
     sizes = series[m.REQUEST_TOKENS.name]
-    for ((tenant, customer, model, provider, operation, status, error_type), day), events, input_tokens, output_tokens, \
-            cache_read, cache_write, reasoning, llm_calls, tool_calls, cost, saved, extra, newest in zip(
-                index, counts, input_totals, output_totals, *parts, *money, latest):
+    for ((tenant, customer, model, provider, operation, status, error_type), day), events, input_tokens, \
+            output_tokens, cache_read, cache_write, reasoning, llm_calls, tool_calls, cost, saved, extra, newest \
+            in zip(index, counts, input_totals, output_totals, *parts, *money, latest):
         requests[tenant, customer, model, provider, operation, status] += events
         tokens[tenant, customer, model, provider, "input"] += input_tokens
         tokens[tenant, customer, model, provider, "output"] += output_tokens

@@ -46,17 +46,20 @@ CREATE TABLE IF NOT EXISTS dedupe_log (seq INTEGER PRIMARY KEY, keys BLOB NOT NU
 CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY, record BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at REAL NOT NULL, pad BLOB);
 """
-# PRAGMA user_version. 4: a metric's series are one row of the metric table (zstd-compressed JSON
-# of [labels, value] pairs, rewritten whole when any of them changed): a checkpoint of 12,000
-# changed series was 12,000 B-tree upserts, ~70 ms; the series table of 0-3 is read once and
-# dropped by the first checkpoint. Log records are zstd-compressed JSON too (a sixth of the bytes:
-# rows repeat their labels, so appending a request and deleting folded records write less).
-# Histogram sums of seconds are integer nanoseconds (see metrics.NANOS; 0-3 kept float seconds,
-# converted on load). Records of 3 and before are plain JSON and still replayed. 3: a log record# holds the request's accepted events as rows (labels capped, money priced), not per-series deltas; dedupe ids are a journal of blobs (dedupe_log), not a row per
-# id (schema 0-2's dedupe table is read once and dropped by the first checkpoint). 2: money in integer atto-dollars (1e-18 USD), decimal strings in
-# the tables (it outgrows 64 bits, which SQLite INTEGER and orjson stop at), JSON numbers in log records
-# (msgspec). 0/1: money in micro-dollars, migrated on open (see _migrate). Log records of 0-2 are still
-# replayed (the aggregator's _apply_deltas) and folded away by the first checkpoint.
+# PRAGMA user_version, and what each version changed:
+# 4: a metric's series are one row of the metric table (zstd-compressed JSON of [labels, value]
+#    pairs, rewritten whole when any of them changed: a checkpoint of 12,000 changed series was
+#    12,000 B-tree upserts, ~70 ms); the series table of 0-3 is read once and dropped by the first
+#    checkpoint. Log records are zstd-compressed JSON (a sixth of the bytes: rows repeat their
+#    labels). Histogram sums of seconds are integer nanoseconds (metrics.NANOS; 0-3 kept float
+#    seconds, converted on load). Records of 3 and before are plain JSON and still replayed.
+# 3: a log record holds the request's accepted events as rows (labels capped, money priced), not
+#    per-series deltas; dedupe ids are a journal of blobs (dedupe_log), not a row per id (schema
+#    0-2's dedupe table is read once and dropped by the first checkpoint).
+# 2: money in integer atto-dollars (1e-18 USD), decimal strings in the tables (it outgrows 64 bits,
+#    which SQLite INTEGER and orjson stop at), JSON numbers in log records (msgspec).
+# 0/1: money in micro-dollars, migrated on open (see _migrate). Log records of 0-2 are still
+#    replayed (the aggregator's _apply_deltas) and folded away by the first checkpoint.
 SCHEMA_VERSION = 4
 _ATTO_SCHEMA = 2  # the first with money in atto-dollars: older states are rescaled on open
 _MONEY_METRICS = frozenset(spec.name for spec in m.USAGE_METRICS if spec.divisor == m.USD_UNITS)

@@ -27,12 +27,15 @@ MIDNIGHT = 20_000.0 * DAY
 _SPECS = {spec.name: spec for spec in m.USAGE_METRICS if spec.kind == "histogram"}
 
 
-def new_state() -> tuple[dict[str, dict[Any, Any]], dict[Any, list[Any]], dict[Any, list[Any]]]:
+State = tuple[dict[str, dict[Any, Any]], dict[Any, list[Any]], dict[Any, list[Any]]]
+
+
+def new_state() -> State:
     return ({spec.name: _new_series(spec) for spec in m.USAGE_METRICS},
             defaultdict(partial(list, (0, 0, 0, 0, 0, 0.0))), defaultdict(partial(list, (0, 0, 0, 0, 0))))
 
 
-def one_by_one(rows: list[tuple[Any, ...]]) -> tuple[dict[str, dict[Any, Any]], dict[Any, list[Any]], dict[Any, list[Any]]]:
+def one_by_one(rows: list[tuple[Any, ...]]) -> State:
     """What each event counts, one event at a time (the README's metrics table in code)."""
     series, customers, daily = new_state()
     s = series

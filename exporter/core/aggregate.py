@@ -500,10 +500,7 @@ class Aggregator:
         for metric, (keys, values) in columns.items():
             store = self._series[metric]
             kind = _KINDS[metric]
-            to_nanos = m.NANO_SUMS.get(metric)
-            for labels, delta in zip(keys, values):
-                if to_nanos is not None:  # sums were float seconds then
-                    delta = [round(delta[0] * to_nanos), *delta[1:]]
+            for labels, delta in zip(keys, values):  # in today's units (store._load_record)
                 key = tuple(labels)
                 old = store.get(key)
                 if old is None:

@@ -259,8 +259,9 @@ _KEYS_PER_BLOCK = 65_536  # dedupe journal rows of a few MiB
 
 
 def _load_value(metric: str, value: Any) -> Any:
-    """A value of schema 0-3's series table: money as a decimal string (it outgrows 64 bits, which
-    SQLite and orjson stop at), histogram sums as float seconds."""
+    """A value of schema 0-3's series table, or a delta of a schema 0-2 log record, in today's units:
+    money may be a decimal string (it outgrows 64 bits, which SQLite and orjson stop at), histogram
+    sums are float seconds."""
     if metric in _MONEY_METRICS:
         return int(value)
     if metric in m.NANO_SUMS:
@@ -277,19 +278,20 @@ def _dump_record(record: dict[str, Any]) -> bytes:
 
 
 def _load_record(blob: bytes) -> dict[str, Any]:
-    """Also reads the earlier forms: uncompressed JSON (schema 0-3), flat (metric, labels, delta)
-    deltas, money as decimal strings."""
+    """Also reads the earlier forms: uncompressed JSON (schema 0-3), per-series deltas (schema 0-2)
+    in the units of their time (see :func:`_load_value`)."""
     record = _DECODE_RECORD(_DECOMPRESS(blob) if blob[:4] == _ZSTD_MAGIC else blob)
     if "e" in record:  # schema 3: event rows, money already integers
         return record
-    deltas = record.get("s")
-    if deltas is None:  # the current form: money already integers
-        pass
+    deltas, columns = record.get("s"), record.get("v")
+    if columns is not None:  # schema 2: keys and values per metric
+        record["v"] = {metric: (keys, [_load_value(metric, value) for value in values])
+                       for metric, (keys, values) in columns.items()}
     elif type(deltas) is list:
-        record["s"] = [(metric, key, int(value) if metric in _MONEY_METRICS else value) for metric, key, value in deltas]
-    else:
-        for metric in _MONEY_METRICS & deltas.keys():
-            deltas[metric] = [(key, int(value)) for key, value in deltas[metric]]
+        record["s"] = [(metric, key, _load_value(metric, value)) for metric, key, value in deltas]
+    elif deltas is not None:
+        record["s"] = {metric: [(key, _load_value(metric, value)) for key, value in items]
+                       for metric, items in deltas.items()}
     record["c"] = [(t, c, [*row[:3], int(row[3]), *row[4:]]) for t, c, row in record["c"]]
     record["d"] = [(t, day, c, [*row[:3], int(row[3]), *row[4:]]) for t, day, c, row in record.get("d", ())]
     return record

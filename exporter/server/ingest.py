@@ -180,8 +180,9 @@ class FrontDoor:
       serving while they parse (the GIL switches every 5 ms between the two), and at most one such
       decode per caller runs at a time: a tenant flooding big bodies queues behind itself;
     - counting runs through :meth:`Aggregator.ingest_steps`, which pauses every few hundred events
-      (while validating and pricing, and again while counting the logged rows) to let the loop answer
-      others, while the batch stays one transaction;
+      while validating and pricing to let the loop answer others (never after the log append: the
+      logged rows are queued and counted in bulk, see :mod:`exporter.core.fold`), while the batch
+      stays one transaction;
     - per-tenant locks keep batches of the same tenant from interleaving, and only those.
     Slicing a batch into separate transactions would have been simpler but would break "a batch is
     counted whole or not at all" (and with it the 503 promise and the crash-safety tests).

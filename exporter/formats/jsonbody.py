@@ -31,7 +31,9 @@ def _values(data: bytes) -> int:
 def check_value_budget(body: bytes, max_events: int) -> None:
     """:class:`TooManyEvents` when ``body`` holds more JSON values than ``max_events`` events may."""
     budget = VALUES_PER_EVENT * max_events + 16
-    if _values(body) <= budget or _values(_STRING.sub(b'""', body)) <= budget:
+    # Each counted value is one byte, so a body no longer than the budget is within it: no scan
+    # (counting a 130 KB batch three times cost ~0.5 µs per event).
+    if len(body) <= budget or _values(body) <= budget or _values(_STRING.sub(b'""', body)) <= budget:
         return
     raise TooManyEvents(f"body holds more than {budget} JSON values, more than {max_events} events "
                         "(the batch limit) can carry; send smaller batches")

@@ -9,6 +9,7 @@ from bisect import bisect_left
 
 import msgspec
 import orjson
+import pytest
 import zstandard
 
 from exporter.core.metrics import DURATION_BUCKETS
@@ -84,21 +85,24 @@ def _msgspec_json(record: dict) -> bytes:
     return msgspec.json.encode(record)
 
 
-def test_event_rows_replay_exactly_after_a_crash(tmp_path):
-    """The current form (one row per accepted event, money as JSON numbers of any size): what is
-    only in the log when the process dies is counted once on the next start, into the same series,
-    histograms, customer and daily rows as the live path counted it."""
+@pytest.mark.parametrize("cost_usd, form", [(0.25, 0x83), (50_000.25, ord("{"))])
+def test_event_rows_replay_exactly_after_a_crash(tmp_path, cost_usd, form):
+    """The current form (one row per accepted event, compressed msgpack; JSON, whose numbers have
+    any size, when money outgrows msgpack's 64 bits): what is only in the log when the process dies
+    is counted once on the next start, into the same series, histograms, customer and daily rows as
+    the live path counted it."""
     ex = make_exporter(tmp_path)
     ex.aggregator.checkpoint_every = ex.aggregator.checkpoint_max_events = float("inf")
-    ex.aggregator.ingest([ev(id=f"e{i}", cost_usd=50_000.25, customer=f"c{i % 2}", ttft_ms=100 + i,
+    ex.aggregator.ingest([ev(id=f"e{i}", cost_usd=cost_usd, customer=f"c{i % 2}", ttft_ms=100 + i,
                              status="error" if i == 3 else "ok", error_type="timeout" if i == 3 else None)
                           for i in range(4)], "api")
     expected = {metric: dict(values) for metric, values in ex.aggregator.series.items()}
     expected_daily = dict(ex.aggregator.daily)
     ex.store.close()  # no aggregator checkpoint, as after SIGKILL: the log alone holds the events
     conn = sqlite3.connect(tmp_path / "state.db")
-    assert conn.execute("SELECT count(*) FROM log").fetchone()[0] == 1
+    (record,) = conn.execute("SELECT record FROM log").fetchall()
     conn.close()
+    assert zstandard.ZstdDecompressor().decompress(record[0])[0] == form  # a 3-key msgpack map, or JSON
     again = make_exporter(tmp_path)
     assert {metric: dict(values) for metric, values in again.aggregator.series.items()} == expected
     assert dict(again.aggregator.daily) == expected_daily

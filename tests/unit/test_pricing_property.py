@@ -38,7 +38,7 @@ def _current_models() -> list[tuple[object, object]]:
     return found
 
 
-def source_price(provider, model, ev: Event, context) -> Decimal:
+def source_price(provider, model, ev: Event, context, when: datetime = WHEN) -> Decimal:
     """genai-prices' calculator: ``ModelInfo.calc_price``, what ``genai_prices.calc_price`` runs once it
     has matched a name (called directly: a few source ids do not match their own match rule)."""
     usage = Usage(input_tokens=ev.input_tokens, output_tokens=ev.output_tokens,
@@ -46,7 +46,7 @@ def source_price(provider, model, ev: Event, context) -> Decimal:
                   cache_write_1h_tokens=ev.cache_write_1h_tokens, input_audio_tokens=ev.audio_input_tokens,
                   output_audio_tokens=ev.audio_output_tokens, output_reasoning_tokens=ev.reasoning_tokens,
                   cache_audio_read_tokens=0, cache_audio_write_tokens=0)
-    return model.calc_price(usage, provider, genai_request_timestamp=WHEN, price_context=context).total_price
+    return model.calc_price(usage, provider, genai_request_timestamp=when, price_context=context).total_price
 
 
 MODELS = _current_models()
@@ -123,3 +123,35 @@ def test_every_current_model_once(seed):
         worst = max(worst, error)
         assert error <= RELATIVE, (provider_id, model_id, ours, theirs)
     print(f"\nall {len(MODELS)} current models (seed {seed}): largest relative error {worst:.3e}")
+
+
+def _moments(schedule) -> list[float]:
+    """A second either side of every price change and of every daily window boundary it has."""
+    starts = [start for start in schedule.starts[1:] if start < WHEN.timestamp() + 365 * 86400]
+    days = [start + offset for start in (starts or [WHEN.timestamp() - WHEN.timestamp() % 86400])
+            for offset in schedule.day_windows[1:]]
+    return [moment + delta for moment in (*starts, *days) for delta in (-1.0, 1.0)]
+
+
+CHANGING = [(provider, model) for provider, model in MODELS if _moments(BOOK._source[id(model)])]
+
+
+def test_prices_that_change_over_time_or_by_hour_are_read_at_the_event_time():
+    """Schedules with several periods (or off-peak hours) price an event by its own timestamp on
+    both sides of every boundary, the latest period included, as the source's calculator does."""
+    assert len(CHANGING) >= 10, len(CHANGING)
+    rng = random.Random(7)
+    checked = 0
+    for provider, model in CHANGING:
+        schedule = BOOK._source[id(model)]
+        for moment in _moments(schedule):
+            u = {"input_tokens": rng.randint(1, 100_000), "output_tokens": rng.randint(1, 10_000), "cache_read": 0.5,
+                 "cache_write": 0.0, "one_hour": 0.0, "audio_in": 0.0, "reasoning": 0.0, "audio_out": 0.0,
+                 "tier": "default"}
+            ev = _event(u, model.id, schedule.provider)
+            ev.timestamp = moment
+            theirs = source_price(provider, model, ev, None, datetime.fromtimestamp(moment, UTC))
+            ours = Decimal(BOOK.cost(ev, schedule)[0]) / UNITS_PER_USD
+            assert abs(ours - theirs) <= RELATIVE * theirs, (provider.id, model.id, moment, ours, theirs)
+            checked += 1
+    print(f"\n{checked} boundary moments over {len(CHANGING)} schedules that change with time")

@@ -9,6 +9,7 @@ and returns integer atto-dollars (see :mod:`.rates`). ``aggregate.py`` only call
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -104,28 +105,24 @@ class PriceBook:
         if schedule is None:
             return 0, 0, 0, ("model", f"no price for model {event.model!r}: counted at $0")
         tiered, fell_back = schedule.at(event.timestamp, event.service_tier)  # type: ignore[arg-type]
-        input_tokens = event.input_tokens
-        rates = tiered.pick(input_tokens)  # type: ignore[arg-type]
-        # Rates.cost, unrolled for the common event (no details): this runs once per event.
-        coef = rates.coef
-        cost = coef[0] * input_tokens + coef[5] * event.output_tokens + rates.fee  # type: ignore[operator]
+        input_tokens, output_tokens = event.input_tokens, event.output_tokens
+        rates = tiered.flat or tiered.pick(input_tokens)  # type: ignore[arg-type]
         cache_read, cache_write = event.cache_read_tokens, event.cache_write_tokens
-        saved = extra = 0
         if cache_read or cache_write or event.reasoning_tokens or event.audio_input_tokens \
                 or event.audio_output_tokens:
-            counts = (input_tokens, cache_read, cache_write, event.cache_write_1h_tokens, event.audio_input_tokens,
-                      event.output_tokens, event.reasoning_tokens, event.audio_output_tokens)
-            cost = rates.cost(counts)  # type: ignore[arg-type]
-            if cache_read or cache_write:
-                saved, extra = rates.cache_savings(counts)  # type: ignore[arg-type]
-        rule = schedule.operations.get(event.operation, schedule.billing) if schedule.operations else schedule.billing
-        if rule.round_to or rule.min_charge:
+            cost, saved, extra = rates.price((input_tokens, cache_read, cache_write,  # type: ignore[arg-type]
+                                              event.cache_write_1h_tokens, event.audio_input_tokens, output_tokens,
+                                              event.reasoning_tokens, event.audio_output_tokens))
+        else:  # Rates.cost, unrolled for the common event (no details): this runs once per event
+            coef = rates.coef
+            cost, saved, extra = coef[0] * input_tokens + coef[5] * output_tokens + rates.fee, 0, 0  # type: ignore[operator]
+        if schedule.rules:
+            rule = schedule.operations.get(event.operation, schedule.billing)  # type: ignore[arg-type]
             cost = rule.apply(cost)
-        warning = None
         if fell_back:
-            warning = ("service_tier", f"no {event.service_tier!r} price for {schedule.model!r} at that time: "
-                                       "priced at the default tier")
-        return cost, saved, extra, warning
+            return cost, saved, extra, ("service_tier", f"no {event.service_tier!r} price for {schedule.model!r} "
+                                                        "at that time: priced at the default tier")
+        return cost, saved, extra, None
 
     def rates_at(self, schedule: Schedule, timestamp: float, tier: str) -> tuple[TieredRates, bool]:
         return schedule.at(timestamp, tier)
@@ -176,8 +173,8 @@ def build_book(*documents: Mapping[str, Any], override_file: str = "") -> PriceB
             aliases: list[str] = []
         else:
             info, provider, aliases = overrides.model_info(name, specs)
-            schedule = compile_model(info, provider or "unknown", origin, intern)
-            schedule.billing, schedule.operations = billing, operations
+            schedule = replace(compile_model(info, provider or "unknown", origin, intern), billing=billing,
+                               operations=operations)  # a new Schedule: its derived fields follow
         for key in (name, *aliases):
             by_name[key.lower()] = schedule
     skus = {str(sku): overrides.sku_units(str(sku), spec) for sku, spec in merged_skus.items()}

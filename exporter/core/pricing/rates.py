@@ -16,7 +16,7 @@ computed here once; the hot path is a dot product.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Mapping, Sequence
 
@@ -77,6 +77,16 @@ class Rates:
         return (c[0] * counts[0] + c[1] * counts[1] + c[2] * counts[2] + c[3] * counts[3] + c[4] * counts[4]
                 + c[5] * counts[5] + c[6] * counts[6] + c[7] * counts[7] + self.fee)
 
+    def price(self, counts: Sequence[int]) -> tuple[int, int, int]:
+        """(:meth:`cost`, then :meth:`cache_savings`) in one call: the hot path's form."""
+        c = self.coef
+        cost = (c[0] * counts[0] + c[1] * counts[1] + c[2] * counts[2] + c[3] * counts[3] + c[4] * counts[4]
+                + c[5] * counts[5] + c[6] * counts[6] + c[7] * counts[7] + self.fee)
+        if not (counts[_CR] or counts[_CW]):
+            return cost, 0, 0
+        saved, extra = self.cache_savings(counts)
+        return cost, saved, extra
+
     def cache_savings(self, counts: Sequence[int]) -> tuple[int, int]:
         """(saved by cache reads, extra paid for cache writes) versus billing those tokens as plain
         input, both >= 0. Moving n cache-read tokens back to plain input changes the cost by
@@ -93,8 +103,13 @@ class TieredRates:
 
     thresholds: tuple[int, ...]
     rates: tuple[Rates, ...]
+    flat: Rates | None = field(init=False, compare=False)  # the only rates, when there are no tiers
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "flat", self.rates[0] if len(self.rates) == 1 else None)
 
     def pick(self, input_tokens: int) -> Rates:
+        """The tier for a request of ``input_tokens``; ``flat or pick(...)`` skips the call for most models."""
         rates = self.rates
         if len(rates) == 1:
             return rates[0]

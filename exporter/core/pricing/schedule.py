@@ -55,14 +55,22 @@ class Schedule:
     billing: BillingRule = NO_RULE
     operations: Mapping[str, BillingRule] = field(default_factory=dict)
     name: str | None = None
+    rules: bool = field(init=False)  # any billing rule that changes a cost (most models have none)
+    # The latest interval's tiers when they hold all day: what nearly every live event is priced at.
+    current: dict[str, TieredRates] | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rules = any(rule.round_to or rule.min_charge for rule in (self.billing, *self.operations.values()))
+        self.current = self.table[-1][0] if len(self.table[-1]) == 1 else None
 
     def at(self, timestamp: float, tier: str) -> tuple[TieredRates, bool]:
         """The rates in force at ``timestamp`` for ``tier``, and whether that tier had to fall back
         to the default tier's prices."""
-        starts = self.starts
-        interval = self.table[bisect.bisect_right(starts, timestamp) - 1 if len(starts) > 1 else 0]
-        tiers = interval[bisect.bisect_right(self.day_windows, timestamp % DAY) - 1] if len(interval) > 1 \
-            else interval[0]
+        starts, tiers = self.starts, self.current
+        if tiers is None or timestamp < starts[-1]:
+            interval = self.table[bisect.bisect_right(starts, timestamp) - 1 if len(starts) > 1 else 0]
+            tiers = interval[bisect.bisect_right(self.day_windows, timestamp % DAY) - 1] if len(interval) > 1 \
+                else interval[0]
         rates = tiers.get(tier)
         if rates is None:
             return tiers["default"], tier != "default"

@@ -79,9 +79,7 @@ class Rates:
 
     def price(self, counts: Sequence[int]) -> tuple[int, int, int]:
         """(:meth:`cost`, then :meth:`cache_savings`) in one call: the hot path's form."""
-        c = self.coef
-        cost = (c[0] * counts[0] + c[1] * counts[1] + c[2] * counts[2] + c[3] * counts[3] + c[4] * counts[4]
-                + c[5] * counts[5] + c[6] * counts[6] + c[7] * counts[7] + self.fee)
+        cost = self.cost(counts)
         if not (counts[_CR] or counts[_CW]):
             return cost, 0, 0
         saved, extra = self.cache_savings(counts)

@@ -108,9 +108,9 @@ class TieredRates:
 
     def pick(self, input_tokens: int) -> Rates:
         """The tier for a request of ``input_tokens``; ``flat or pick(...)`` skips the call for most models."""
+        if self.flat is not None:
+            return self.flat
         rates = self.rates
-        if len(rates) == 1:
-            return rates[0]
         chosen = rates[0]
         for threshold, candidate in zip(self.thresholds, rates):
             if input_tokens > threshold:

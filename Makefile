@@ -45,7 +45,7 @@ run: venv
 	$(PY) -m exporter --web.listen-address=$(HOST):$(PORT) --simulator.enabled=true --storage.path=$(DEMO_DB)
 
 test: venv deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(or $(WORKERS),2) --dist loadfile
 
 test-slow: venv deps
 	$(PY) -m pytest -q -m slow

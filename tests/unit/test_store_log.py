@@ -157,7 +157,9 @@ def test_a_schema_3_state_opens_in_schema_4(tmp_path):
 def _journal(conn: sqlite3.Connection) -> tuple[int, int]:
     """(rows, ids) in the store's dedupe journal (read through the exporter's connection: it holds an
     exclusive lock)."""
-    blocks = [msgspec.json.decode(keys) for (keys,) in conn.execute("SELECT keys FROM dedupe_log")]
+    blocks = [msgspec.json.decode(keys) if keys[:1] == b"[" else  # schema 3-5
+              msgspec.msgpack.decode(zstandard.ZstdDecompressor().decompress(keys))
+              for (keys,) in conn.execute("SELECT keys FROM dedupe_log")]
     return len(blocks), sum(map(len, blocks))
 
 
@@ -205,4 +207,44 @@ def test_schema_2_dedupe_table_becomes_the_journal(tmp_path):
     conn = sqlite3.connect(tmp_path / "state.db")
     assert conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'dedupe'").fetchone() is None
     assert _journal(conn)[1] == 5 + 1  # the table's ids and the one accepted before
+    conn.close()
+
+
+def test_a_schema_5_json_journal_is_still_read(tmp_path):
+    """Schema 5 wrote dedupe journal blocks as plain JSON; schema 6 writes compressed msgpack and
+    reads both, so ids accepted before an upgrade stay duplicates after it."""
+    now = time.time()
+    ex = make_exporter(tmp_path)
+    ex.store.close()
+    conn = sqlite3.connect(tmp_path / "state.db")
+    conn.execute("INSERT INTO dedupe_log (keys) VALUES (?)", (orjson.dumps([["acme\x00before", now - 5]]),))
+    conn.execute("PRAGMA user_version=5")
+    conn.commit()
+    conn.close()
+    again = make_exporter(tmp_path)
+    assert again.aggregator.ingest([ev(id="before")], "api", now=now).duplicates == 1
+    assert again.aggregator.ingest([ev(id="after")], "api", now=now).accepted == 1
+    again.aggregator.checkpoint()
+    conn = again.store._connect()
+    assert [keys[:1] for (keys,) in conn.execute("SELECT keys FROM dedupe_log ORDER BY seq")] == [b"[", b"\x28"]
+    assert _journal(conn) == (2, 2)  # the JSON block stays as written, the new one is compressed msgpack
+    again.store.close()
+    reopened = make_exporter(tmp_path)
+    assert reopened.aggregator.ingest([ev(id="before"), ev(id="after")], "api", now=now).duplicates == 2
+
+
+def test_a_state_from_a_newer_version_is_refused_untouched(tmp_path):
+    """Opening a state a newer exporter wrote would rewrite its schema number and misread what this
+    version does not know: it is refused with the reason, and the file keeps its number."""
+    from exporter.core.store import SCHEMA_VERSION, StateStore, StoreUnavailable
+
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreUnavailable, match=f"newer llm-usage-exporter .schema {SCHEMA_VERSION + 1}"):
+        StateStore(str(path)).load()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
     conn.close()

@@ -267,7 +267,7 @@ _DECODE_KEYS = msgspec.msgpack.Decoder(list[tuple[str, float]]).decode
 _DECODE_JSON_KEYS = msgspec.json.Decoder(list[tuple[str, float]]).decode
 _COMPRESS = zstandard.ZstdCompressor(level=1).compress
 _DECOMPRESS = zstandard.ZstdDecompressor().decompress
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # a zstd frame; a JSON record starts with "{"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # a zstd frame; plain JSON starts with "{" (a record) or "[" (a key block of 3-5)
 _KEYS_PER_BLOCK = 65_536  # dedupe journal rows of a few MiB
 
 

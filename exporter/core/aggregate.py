@@ -332,16 +332,18 @@ ROW_FIELDS = ("tenant", "customer", "model", "provider", "operation", "status", 
               "cost", "cache_saved", "cache_extra", "llm_calls", "tool_calls", "timestamp", "duration_s", "ttft_s")
 _KINDS = {spec.name: spec.kind for spec in m.USAGE_METRICS}
 _LABEL_CACHE_MAX = 50_000
-# A checkpoint runs on the event loop and its cost grows with the events since the last one (their
-# ids, their log rows), so under heavy ingest it runs after this many events rather than every
-# ``checkpoint_every`` seconds: one stall stays near 100 ms instead of growing with the ingest rate
-# (at 30k events/s a 5 s checkpoint blocked the loop ~440 ms, past the 250 ms fairness bound).
-CHECKPOINT_MAX_EVENTS = 50_000
-JOURNAL_SLACK = 100_000  # dedupe journal entries allowed beyond twice the remembered ids
-STEP_EVENTS = 500  # events between pauses of Aggregator.ingest_steps: a few ms of work
 # Rows wait to be folded in bulk (fewer touches of the state per event the more wait) until the state
 # is read or a checkpoint runs, or this many wait: one fold of them blocks the loop ~50 ms.
 FOLD_MAX_EVENTS = 20_000
+# A checkpoint runs on the event loop and its cost grows with the events since the last one (their
+# ids, their log rows), so under heavy ingest it runs after this many events rather than every
+# ``checkpoint_every`` seconds: one stall stays near 100 ms instead of growing with the ingest rate
+# (at 30k events/s a 5 s checkpoint blocked the loop ~440 ms, past the 250 ms fairness bound). A
+# whole number of folds: a checkpoint then finds few rows or none left to fold, where 50,000 (20k + 20k +
+# a 10k fold in the checkpoint) paid a third fold's per-group cost every 50k events.
+CHECKPOINT_MAX_EVENTS = 3 * FOLD_MAX_EVENTS
+JOURNAL_SLACK = 100_000  # dedupe journal entries allowed beyond twice the remembered ids
+STEP_EVENTS = 500  # events between pauses of Aggregator.ingest_steps: a few ms of work
 
 
 def _run(steps: Generator[None, None, IngestResult]) -> IngestResult:

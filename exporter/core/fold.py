@@ -19,7 +19,7 @@ seconds as integer nanoseconds (:data:`exporter.core.metrics.NANOS`), bucket cou
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import count
+from itertools import count, repeat
 from operator import itemgetter
 from typing import Any
 
@@ -53,11 +53,15 @@ def fold(rows: Sequence[Sequence[Any]], series: dict[str, dict[Any, Any]], custo
         return np.fromiter(map(itemgetter(position), rows), dtype, n)  # one C pass over the rows
 
     timestamps = column(_TIMESTAMP, np.float64)
-    days = (timestamps // DAY).astype(np.int64).tolist()
+    day_column = (timestamps // DAY).astype(np.int64)
+    first_day = int(day_column[0])
     index: dict[tuple[Any, ...], int] = {}
     # Each row's group: a key's id is the row number it was first seen at; np.unique makes them
-    # 0..groups-1 in the order of first sight, the order of ``index``.
-    first_seen = np.fromiter(map(index.setdefault, zip(map(_LABELS, rows), days), count()), np.int64, n)
+    # 0..groups-1 in the order of first sight, the order of ``index``. Rows of one UTC day (nearly
+    # every live fold) are keyed by their labels alone, without a (labels, day) pair per row.
+    one_day = bool((day_column == first_day).all())
+    keys = map(_LABELS, rows) if one_day else zip(map(_LABELS, rows), day_column.tolist())
+    first_seen = np.fromiter(map(index.setdefault, keys, count()), np.int64, n)
     group_of = np.unique(first_seen, return_inverse=True)[1]
     order = np.argsort(group_of, kind="stable")
     starts = np.flatnonzero(np.concatenate(([True], np.diff(group_of[order]) != 0)))
@@ -76,10 +80,10 @@ def fold(rows: Sequence[Sequence[Any]], series: dict[str, dict[Any, Any]], custo
     details, cost_series = series[m.TOKEN_DETAILS.name], series[m.COST.name]
     saving_series, premiums = series[m.CACHE_SAVINGS.name], series[m.CACHE_WRITE_PREMIUM.name]
     run_costs, calls, last = series[m.AGENT_RUN_COST.name], series[m.AGENT_CALLS.name], series[m.LAST_EVENT.name]
-    sizes = series[m.REQUEST_TOKENS.name]
+    groups = zip(index, repeat(first_day)) if one_day else index
     for ((tenant, customer, model, provider, operation, status, error_type), day), events, input_tokens, \
             output_tokens, cache_read, cache_write, reasoning, llm_calls, tool_calls, cost, saved, extra, newest \
-            in zip(index, counts, input_totals, output_totals, *parts, *money, latest):
+            in zip(groups, counts, input_totals, output_totals, *parts, *money, latest):
         requests[tenant, customer, model, provider, operation, status] += events
         tokens[tenant, customer, model, provider, "input"] += input_tokens
         tokens[tenant, customer, model, provider, "output"] += output_tokens
@@ -106,9 +110,6 @@ def fold(rows: Sequence[Sequence[Any]], series: dict[str, dict[Any, Any]], custo
             calls[tenant, model, "tool"] += tool_calls
         if newest > last.get((tenant,), 0.0):
             last[(tenant,)] = newest
-        if operation not in _NOT_SIZED:  # the size histograms' sums are the token totals
-            sizes[tenant, model, provider, "input"][0] += input_tokens
-            sizes[tenant, model, provider, "output"][0] += output_tokens
         row = customers[tenant, customer]
         row[EVENTS] += events
         row[INPUT] += input_tokens
@@ -125,17 +126,18 @@ def fold(rows: Sequence[Sequence[Any]], series: dict[str, dict[Any, Any]], custo
         row[ERRORS] += failed
 
     ttft_column = column(_TTFT, object)
-    _fold_histograms(series, [labels for labels, _ in index], group_of, column(_DURATION, np.float64),
-                     ttft_column != None, ttft_column, inputs, outputs)  # noqa: E711 (elementwise)
+    group_labels = list(index) if one_day else [labels for labels, _ in index]
+    _fold_histograms(series, group_labels, group_of, column(_DURATION, np.float64), ttft_column != None,  # noqa: E711
+                     ttft_column, inputs, outputs)
 
 
 def _fold_histograms(series: dict[str, dict[Any, Any]], groups: list[tuple[Any, ...]], group_of: np.ndarray,
                      durations: np.ndarray, has_ttft: np.ndarray, ttft_column: np.ndarray, inputs: np.ndarray,
                      outputs: np.ndarray) -> None:
     """Bucket counts per histogram series: each row's series index from its group, then one
-    ``bincount`` over (series, bucket) cells. Sums of seconds are added as integer nanoseconds (each
-    row rounded on its own, so the total does not depend on how rows were grouped); the
-    request-size sums were added from the groups' token totals."""
+    ``bincount`` over (series, bucket) cells, and each series' sum: of seconds as integer nanoseconds
+    (each row rounded on its own, so the total does not depend on how rows were grouped), of
+    request sizes as token counts (exact: a token count is at most 1e10, well inside float64)."""
     n = len(group_of)
     ttfts = np.where(has_ttft, ttft_column, 0.0).astype(np.float64)
     sized = np.array([group[_OPERATION] not in _NOT_SIZED for group in groups], np.bool_)[group_of]
@@ -156,8 +158,7 @@ def _fold_histograms(series: dict[str, dict[Any, Any]], groups: list[tuple[Any, 
         width = len(spec.buckets) + 1
         buckets = np.searchsorted(np.asarray(spec.buckets, np.float64), values, side="left")
         cells = np.bincount(rows_series * width + buckets, minlength=len(keys) * width).reshape(len(keys), width)
-        sums = _exact_sums(rows_series, np.rint(values * spec.divisor).astype(np.int64), len(keys)) \
-            if spec.divisor != 1 else None
+        sums = _exact_sums(rows_series, np.rint(values * spec.divisor).astype(np.int64), len(keys))
         state = series[spec.name]
         for s, key in enumerate(keys):
             counts = cells[s]
@@ -165,8 +166,7 @@ def _fold_histograms(series: dict[str, dict[Any, Any]], groups: list[tuple[Any, 
             if not filled:
                 continue
             hist = state[key + suffix]
-            if sums is not None:
-                hist[0] += sums[s]
+            hist[0] += sums[s]
             for bucket in filled:
                 hist[bucket + 1] += int(counts[bucket])
 

@@ -56,15 +56,18 @@ def fold(rows: Sequence[Sequence[Any]], series: dict[str, dict[Any, Any]], custo
     day_column = (timestamps // DAY).astype(np.int64)
     first_day = int(day_column[0])
     index: dict[tuple[Any, ...], int] = {}
-    # Each row's group: a key's id is the row number it was first seen at; np.unique makes them
-    # 0..groups-1 in the order of first sight, the order of ``index``. Rows of one UTC day (nearly
-    # every live fold) are keyed by their labels alone, without a (labels, day) pair per row.
+    # Each row's group: a key's id is the row number it was first seen at; one stable sort by it
+    # numbers the groups 0..groups-1 in the order of first sight, the order of ``index``. Rows of
+    # one UTC day (nearly every live fold) are keyed by their labels alone, without a (labels, day)
+    # pair per row.
     one_day = bool((day_column == first_day).all())
     keys = map(_LABELS, rows) if one_day else zip(map(_LABELS, rows), day_column.tolist())
     first_seen = np.fromiter(map(index.setdefault, keys, count()), np.int64, n)
-    group_of = np.unique(first_seen, return_inverse=True)[1]
-    order = np.argsort(group_of, kind="stable")
-    starts = np.flatnonzero(np.concatenate(([True], np.diff(group_of[order]) != 0)))
+    order = np.argsort(first_seen, kind="stable")  # rows by group, groups in order of first sight
+    boundary = np.concatenate(([True], np.diff(first_seen[order]) != 0))
+    starts = np.flatnonzero(boundary)
+    group_of = np.empty(n, np.int64)
+    group_of[order] = np.cumsum(boundary) - 1
     counts = np.diff(np.append(starts, n)).tolist()
 
     def total(values: np.ndarray) -> list[Any]:

@@ -83,10 +83,13 @@ def fold(rows: Sequence[Sequence[Any]], series: dict[str, dict[Any, Any]], custo
     details, cost_series = series[m.TOKEN_DETAILS.name], series[m.COST.name]
     saving_series, premiums = series[m.CACHE_SAVINGS.name], series[m.CACHE_WRITE_PREMIUM.name]
     run_costs, calls, last = series[m.AGENT_RUN_COST.name], series[m.AGENT_CALLS.name], series[m.LAST_EVENT.name]
-    groups = zip(index, repeat(first_day)) if one_day else index
-    for ((tenant, customer, model, provider, operation, status, error_type), day), events, input_tokens, \
+    # The groups' labels and UTC days, in the order of ``index`` (whose keys hold the day only when
+    # the fold spans midnight).
+    group_labels = list(index) if one_day else [labels for labels, _ in index]
+    group_days = repeat(first_day) if one_day else [day for _, day in index]
+    for (tenant, customer, model, provider, operation, status, error_type), day, events, input_tokens, \
             output_tokens, cache_read, cache_write, reasoning, llm_calls, tool_calls, cost, saved, extra, newest \
-            in zip(groups, counts, input_totals, output_totals, *parts, *money, latest):
+            in zip(group_labels, group_days, counts, input_totals, output_totals, *parts, *money, latest):
         requests[tenant, customer, model, provider, operation, status] += events
         tokens[tenant, customer, model, provider, "input"] += input_tokens
         tokens[tenant, customer, model, provider, "output"] += output_tokens
@@ -129,7 +132,6 @@ def fold(rows: Sequence[Sequence[Any]], series: dict[str, dict[Any, Any]], custo
         row[ERRORS] += failed
 
     ttft_column = column(_TTFT, object)
-    group_labels = list(index) if one_day else [labels for labels, _ in index]
     _fold_histograms(series, group_labels, group_of, column(_DURATION, np.float64), ttft_column != None,  # noqa: E711
                      ttft_column, inputs, outputs)
 
